@@ -1,0 +1,232 @@
+"""Loading the FlipSketch model components from a folder or a Hugging Face id.
+
+A user's download and the tiny test model go through the same function, so
+the tests exercise the code a real user runs. Loading is separate from the
+sampler: the pipeline receives ready components, never builds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flipsketch import PUBLISHED_MODEL, PUBLISHED_SUBFOLDER
+from flipsketch.errors import ModelCorruptError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    import torch
+
+# Component folder -> (library, class) exactly as in the published model_index.json.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "unet": ("diffusers", "UNet3DConditionModel"),
+    "vae": ("diffusers", "AutoencoderKL"),
+    "text_encoder": ("transformers", "CLIPTextModel"),
+    "tokenizer": ("transformers", "CLIPTokenizer"),
+    "scheduler": ("diffusers", "DDIMScheduler"),
+}
+# Marker written into model_index.json by `flipsketch model create-tiny`.
+TINY_MARKER = "_flipsketch_tiny_random"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_PROMPT_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, as the user named it; recorded in run.json."""
+
+    name: str
+    subfolder: str | None = None
+    revision: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.name]
+        if self.subfolder:
+            parts.append(f"folder {self.subfolder}")
+        if self.revision:
+            parts.append(f"revision {self.revision}")
+        return ", ".join(parts)
+
+    def download_command(self) -> str:
+        cmd = f"flipsketch model download {self.name}"
+        if self.subfolder:
+            cmd += f" --subfolder {self.subfolder}"
+        if self.revision:
+            cmd += f" --revision {self.revision}"
+        return cmd
+
+
+def default_source() -> ModelSource:
+    """The model named by FLIPSKETCH_MODEL, else the published sketch checkpoint."""
+    name = os.environ.get("FLIPSKETCH_MODEL")
+    if name:
+        return ModelSource(name)
+    return ModelSource(PUBLISHED_MODEL, PUBLISHED_SUBFOLDER)
+
+
+def hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
+    """Return the local folder holding model_index.json for `source`.
+
+    A name that is an existing folder is used as is. Anything else that looks
+    like a hub id is looked up in the Hugging Face cache first and downloaded
+    only when missing, so a cached model loads with no network at all.
+    """
+    path = Path(source.name).expanduser()
+    if path.is_dir():
+        return path / source.subfolder if source.subfolder else path
+    if not _HUB_ID.match(source.name):
+        raise ModelNotFoundError(
+            f"Model folder '{source.name}' does not exist.",
+            f"Pass a folder that holds model_index.json, or a Hugging Face id such as {PUBLISHED_MODEL}.",
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = [f"{source.subfolder}/*"] if source.subfolder else None
+    try:
+        try:
+            root = snapshot_download(
+                source.name, revision=source.revision, allow_patterns=patterns, local_files_only=True
+            )
+        except LocalEntryNotFoundError:
+            if not allow_download:
+                raise
+            root = snapshot_download(source.name, revision=source.revision, allow_patterns=patterns)
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, OSError) as exc:
+        raise ModelNotFoundError(
+            f"Model {source.describe()} is not in the local cache ({hub_cache_dir()}) "
+            f"and could not be downloaded ({type(exc).__name__}).",
+            f"Run `{source.download_command()}` on a machine with internet access, "
+            "or pass the folder of a downloaded model.",
+        ) from None
+    folder = Path(root) / source.subfolder if source.subfolder else Path(root)
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"Model {source.describe()} has no folder '{source.subfolder}'.",
+            "Check the --subfolder name against the repository's files.",
+        )
+    return folder
+
+
+def check_layout(folder: Path) -> dict[str, Any]:
+    """Fail with the name of the first missing component before loading anything."""
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelCorruptError(
+            f"'{folder}' has no model_index.json, so it is not a diffusers model folder.",
+            "Point the model setting at the folder that holds model_index.json "
+            f"(for the published model, its '{PUBLISHED_SUBFOLDER}' folder).",
+        )
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelCorruptError(f"'{index_file}' cannot be read: {exc}.", "Re-download the model.") from None
+    for name in COMPONENTS:
+        if not (folder / name).is_dir():
+            raise ModelCorruptError(
+                f"Model folder '{folder}' is missing its '{name}/' component.",
+                "The download is incomplete: download the model again.",
+            )
+    return index
+
+
+@dataclass
+class SketchModel:
+    """The five components the sampler needs, frozen, plus where they came from."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    source: ModelSource
+    folder: Path
+    is_tiny_random: bool
+    _prompt_cache: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings, cached per prompt: the null prompt and a user's
+        prompt are encoded once per session however many jobs reuse them."""
+        import torch
+
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompt_cache]
+        if missing:
+            tokens = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            with torch.no_grad():
+                hidden = self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0]
+            for prompt, emb in zip(missing, hidden, strict=True):
+                self._prompt_cache[prompt] = emb.to(self.dtype)
+        for p in prompts:
+            self._prompt_cache.move_to_end(p)
+        while len(self._prompt_cache) > _PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+
+def load_model(
+    source: ModelSource | str,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    allow_download: bool = True,
+) -> SketchModel:
+    """Load all components of a FlipSketch (ModelScope layout) model.
+
+    Parameters are frozen (`requires_grad_(False)`) once here: the sampler's
+    frame alignment differentiates through the UNet with respect to latents
+    only, and frozen weights keep it from allocating parameter gradients.
+    """
+    import diffusers
+    import torch
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    if isinstance(source, str):
+        source = ModelSource(source)
+    dtype = dtype or torch.float32
+    folder = resolve_model_dir(source, allow_download=allow_download)
+    index = check_layout(folder)
+    parts: dict[str, Any] = {}
+    for name, (library, class_name) in COMPONENTS.items():
+        cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
+        kwargs: dict[str, Any] = {}
+        if name in ("unet", "vae"):
+            kwargs["torch_dtype"] = dtype
+        elif name == "text_encoder":
+            kwargs["dtype"] = dtype
+        try:
+            parts[name] = cls.from_pretrained(folder / name, **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelCorruptError(
+                f"The '{name}' component in '{folder}' cannot be loaded: {first_line}",
+                "Its files are damaged or incomplete: delete the folder and download the model again.",
+            ) from None
+    for name in ("unet", "vae", "text_encoder"):
+        parts[name].to(device).eval().requires_grad_(False)
+    return SketchModel(**parts, source=source, folder=folder, is_tiny_random=bool(index.get(TINY_MARKER, False)))

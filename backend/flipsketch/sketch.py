@@ -1,0 +1,170 @@
+"""Input sketches: image files and stroke polylines -> a clean line drawing.
+
+The model was trained on black lines on white. Users bring scans, exports with
+transparency, 16-bit PNGs, white-on-black chalk drawings, or (from Blender)
+stroke polylines; all of them become an 8-bit grayscale drawing with white
+background here, or a specific error that says what to do.
+
+Stroke schema (version 1; what the Blender add-on sends)::
+
+    {"schema": "flipsketch.strokes", "version": 1,
+     "strokes": [{"points": [[x, y], ...], "radius": 0.004, "opacity": 1.0}, ...]}
+
+x, y are in [0, 1] of the (square) frame, origin top-left, y down; radius is a
+fraction of the frame width (a number, or one per point); opacity is 0..1.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from flipsketch import SCHEMA_VERSION
+from flipsketch.errors import InputError
+
+MIN_SIDE = 16  # smaller images carry no drawing the model can use
+MAX_DECODE_PIXELS = 50_000_000  # decoding more than this risks memory exhaustion
+INK_LEVEL = 160  # gray values below this count as ink
+MIN_INK_FRACTION = 1e-4
+MARGIN = 0.04  # white border added around image files when fitted to the frame
+SUPERSAMPLE = 4  # stroke rasterisation anti-aliasing factor
+
+
+def load_image(source: str | Path | bytes) -> Image.Image:
+    """Decode an image file or bytes into grayscale 'L', alpha flattened on white."""
+    name = "uploaded image" if isinstance(source, bytes) else f"'{source}'"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise InputError(f"Sketch file {name} does not exist.", "Check the path.") from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"{name} is not an image file that can be read.", "Save the drawing as PNG or JPEG and try again."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"{name} is too large to decode safely.", "Scale the drawing down to at most 4096×4096 pixels."
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{name} cannot be read: {exc}.", "Check the file and its permissions.") from None
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise InputError(
+            f"{name} is only {width}×{height} pixels.", f"Use a drawing of at least {MIN_SIDE}×{MIN_SIDE} pixels."
+        )
+    if width * height > MAX_DECODE_PIXELS:
+        if image.format != "JPEG":
+            raise InputError(
+                f"{name} has {width}×{height} pixels, too many to decode safely.",
+                "Scale the drawing down to at most 4096×4096 pixels.",
+            )
+        image.draft("L", (4096, 4096))  # JPEG decodes at a reduced scale directly
+    try:
+        image.load()
+    except OSError as exc:
+        raise InputError(
+            f"{name} is truncated or damaged ({exc}).", "Export the drawing again; the file is incomplete."
+        ) from None
+    return _to_gray_on_white(image)
+
+
+def _to_gray_on_white(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        data = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if data.max() > 255 else (1.0 if image.mode == "F" and data.max() <= 1 else 255.0)
+        return Image.fromarray(np.clip(data / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("L")
+    return image.convert("L")
+
+
+def normalise_drawing(gray: Image.Image, detect_inverted: bool = True) -> Image.Image:
+    """Make the background white: a drawing whose border is mostly dark is
+    white-on-black (chalk, inverted scan) and gets inverted. Refuse blank ones."""
+    data = np.asarray(gray)
+    border = np.concatenate([data[0], data[-1], data[:, 0], data[:, -1]])
+    if detect_inverted and np.median(border) < 128:
+        data = 255 - data
+    if (data < INK_LEVEL).mean() < MIN_INK_FRACTION:
+        raise InputError("The drawing is blank: no lines were found.", "Draw something before animating.")
+    return Image.fromarray(np.ascontiguousarray(data), "L")
+
+
+def fit_to_frame(gray: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale a drawing into width×height with a white margin, aspect kept."""
+    box_w, box_h = round(width * (1 - 2 * MARGIN)), round(height * (1 - 2 * MARGIN))
+    scale = min(box_w / gray.width, box_h / gray.height)
+    size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+    resized = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    canvas = Image.new("L", (width, height), 255)
+    canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
+
+
+def prepare_image(source: str | Path | bytes, width: int = 256, height: int = 256) -> Image.Image:
+    """Image file -> drawing of the generation size, ready for the sampler."""
+    return fit_to_frame(normalise_drawing(load_image(source)), width, height)
+
+
+def _stroke_error(index: int, problem: str) -> InputError:
+    return InputError(f"Stroke {index}: {problem}.", "Send strokes in the flipsketch.strokes schema (see sketch.py).")
+
+
+def _parse_stroke(index: int, stroke: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    if not isinstance(stroke, dict) or "points" not in stroke:
+        raise _stroke_error(index, "must be an object with 'points'")
+    try:
+        points = np.asarray(stroke["points"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _stroke_error(index, "'points' must be a list of [x, y] number pairs") from None
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+        raise _stroke_error(index, "'points' must be a non-empty list of [x, y] pairs")
+    radius = np.broadcast_to(np.asarray(stroke.get("radius", 0.003), dtype=np.float64), (len(points),))
+    opacity = float(stroke.get("opacity", 1.0))
+    if not (np.isfinite(points).all() and np.isfinite(radius).all() and math.isfinite(opacity)):
+        raise _stroke_error(index, "has a coordinate, radius or opacity that is not a finite number")
+    if (radius < 0).any() or not 0 <= opacity <= 1:
+        raise _stroke_error(index, "radius must be >= 0 and opacity within 0..1")
+    return points, radius, opacity
+
+
+def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256) -> Image.Image:
+    """Stroke polylines -> anti-aliased drawing (supersampled, box-filtered)."""
+    if not isinstance(data, dict) or data.get("schema") != "flipsketch.strokes":
+        raise InputError(
+            "Stroke data is not in the flipsketch.strokes schema.", "Send {'schema': 'flipsketch.strokes', ...}."
+        )
+    if data.get("version") != SCHEMA_VERSION:
+        raise InputError(
+            f"Stroke schema version {data.get('version')!r} is not supported.",
+            f"This backend reads version {SCHEMA_VERSION}; update the add-on and the backend together.",
+        )
+    strokes = data.get("strokes")
+    if not isinstance(strokes, list):
+        raise InputError("Stroke data has no 'strokes' list.", "Send at least one stroke.")
+    big_w, big_h = width * SUPERSAMPLE, height * SUPERSAMPLE
+    ink = np.zeros((big_h, big_w), dtype=np.float32)
+    for index, stroke in enumerate(strokes):
+        points, radius, opacity = _parse_stroke(index, stroke)
+        layer = Image.new("L", (big_w, big_h), 0)
+        draw = ImageDraw.Draw(layer)
+        xy = points * (big_w - 1, big_h - 1)
+        widths = np.maximum(radius * 2 * big_w, 1.0)
+        for (x0, y0), (x1, y1), w in zip(xy[:-1], xy[1:], widths[1:], strict=True):
+            draw.line([(x0, y0), (x1, y1)], fill=255, width=max(1, round(w)))
+        for (x, y), w in zip(xy, widths, strict=True):  # round caps and joints
+            r = w / 2
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+        np.maximum(ink, np.asarray(layer, dtype=np.float32) * opacity, out=ink)
+    gray = Image.fromarray((255 - ink).clip(0, 255).astype(np.uint8), "L").reduce(SUPERSAMPLE)
+    return normalise_drawing(gray, detect_inverted=False)

@@ -1,0 +1,19 @@
+"""FlipSketch for Blender: animate a Grease Pencil drawing from a motion prompt.
+
+The add-on stays thin: it imports only bpy and the standard library and talks
+to the FlipSketch backend (a separate process that owns torch and the GPU).
+"""
+
+from . import preferences
+
+_modules = (preferences,)
+
+
+def register() -> None:
+    for module in _modules:
+        module.register()
+
+
+def unregister() -> None:
+    for module in reversed(_modules):
+        module.unregister()

@@ -1,0 +1,32 @@
+"""Shared fixtures: the tiny random model, written once per test session.
+
+Blender's user resources are redirected before anything imports bpy, so tests
+never touch a developer's real Blender preferences or extensions.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="flipsketch-blender-user-"))
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from flipsketch.cli import main
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    assert main(["model", "create-tiny", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):
+    from flipsketch.models import load_model
+
+    return load_model(str(tiny_model_dir))

@@ -1,0 +1,66 @@
+"""`python build.py zip`: Blender's own builder, exact contents, reproducible,
+and installable into the real bpy module."""
+
+import hashlib
+import importlib.util
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_build_module():
+    spec = importlib.util.spec_from_file_location("flipsketch_build", ROOT / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def extension_zip() -> Path:
+    result = subprocess.run([sys.executable, ROOT / "build.py", "zip"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ROOT / "dist" / "flipsketch-0.1.0.zip"
+
+
+def test_zip_holds_exactly_the_manifest_addon_and_backend(extension_zip: Path) -> None:
+    with zipfile.ZipFile(extension_zip) as zf:
+        names = {n for n in zf.namelist() if not n.endswith("/")}
+        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
+    expected = set(_load_build_module().extension_files())
+    assert names == expected
+    assert {"__init__.py", "preferences.py", "backend/pyproject.toml", "backend/flipsketch/models.py"} <= names
+    assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
+    assert manifest["id"] == "flipsketch" and manifest["blender_version_min"] == "4.5.0"
+    assert set(manifest["permissions"]) == {"files", "network"}
+
+
+def test_zip_is_reproducible(extension_zip: Path) -> None:
+    first = hashlib.sha256(extension_zip.read_bytes()).hexdigest()
+    subprocess.run([sys.executable, ROOT / "build.py", "zip"], capture_output=True, check=True, cwd=ROOT)
+    assert hashlib.sha256(extension_zip.read_bytes()).hexdigest() == first
+
+
+def test_zip_installs_and_registers_in_blender(extension_zip: Path) -> None:
+    import bpy
+
+    assert bpy.app.version[:2] == (4, 5)  # bpy first: it puts Blender's addon_utils on sys.path
+    import addon_utils
+
+    module = "bl_ext.user_default.flipsketch"
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(extension_zip), repo="user_default", enable_on_install=True
+    )
+    assert result == {"FINISHED"}
+    try:
+        assert module in bpy.context.preferences.addons
+        prefs = bpy.context.preferences.addons[module].preferences
+        assert prefs.model == "Hmrishav/t2v_sketch-lora" and prefs.output_dir == "//flipsketch/"
+    finally:
+        addon_utils.disable(module, default_set=True)
+    assert module not in bpy.context.preferences.addons
