@@ -31,6 +31,98 @@ def _create_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _animate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flipsketch.models import load_model, pick_device, pick_dtype, source_from
+    from flipsketch.outputs import write_animation
+    from flipsketch.params import AnimateParams
+    from flipsketch.pipeline import animate
+    from flipsketch.progress import ProgressEvent
+    from flipsketch.sketch import read_sketch
+    from flipsketch.tiny_model import TINY_NOTICE
+
+    params = AnimateParams(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        frames=args.frames,
+        steps=args.steps,
+        guidance=args.guidance,
+        motion=args.motion,
+        seed=args.seed,
+        variants=args.variants,
+        tau_align=args.tau_align,
+        tau_compose=args.tau_compose,
+        align=not args.no_align,
+        align_iters=args.align_iters,
+        align_lr=args.align_lr,
+        align_tol=args.align_tol,
+        compose_spatial=not args.no_compose_spatial,
+        compose_temporal=not args.no_compose_temporal,
+        width=args.width,
+        height=args.height,
+        released_input_range=args.released_input_range,
+        binarize=not args.no_binarize,
+        output_size=args.output_size,
+    )
+    for note in params.validate():
+        print(f"warning: {note}", file=sys.stderr)
+    sketch = read_sketch(args.sketch, params.width, params.height)
+    device = pick_device(args.device)
+    model = load_model(
+        source_from(args.model, args.subfolder, args.revision), dtype=pick_dtype(args.dtype, device), device=device
+    )
+    if model.is_tiny_random:
+        print(TINY_NOTICE, file=sys.stderr)
+    with tqdm(total=1000, unit="‰", bar_format="{desc:<8} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
+
+        def show(event: ProgressEvent) -> None:
+            bar.set_description_str(event.stage, refresh=False)
+            bar.update(round(event.fraction * 1000) - bar.n)
+
+        animation = animate(model, sketch, params, progress=show)
+    out = write_animation(animation, model, args.out, sketch, fps=args.fps, overwrite=args.overwrite)
+    print(f"Wrote {out} ({params.frames} frames × {params.variants} variant(s), {animation.stats['total_s']:.1f} s)")
+    return 0
+
+
+def _add_animate_options(parser: argparse.ArgumentParser) -> None:
+    defaults = _defaults()
+    parser.add_argument("--prompt", required=True, help="what should happen, e.g. 'the cat turns its head'")
+    parser.add_argument("--negative-prompt", default=defaults.negative_prompt)
+    parser.add_argument("--model", help="Hugging Face id or folder (default: $FLIPSKETCH_MODEL or the published model)")
+    parser.add_argument("--subfolder", help="folder inside the model repository")
+    parser.add_argument("--revision", help="model repository revision")
+    parser.add_argument("--frames", type=int, default=defaults.frames)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--guidance", type=float, default=defaults.guidance)
+    parser.add_argument("--motion", type=float, default=defaults.motion, help="0..1; higher = more motion (λ = 1 − m)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--variants", type=int, default=defaults.variants, help="seeds seed..seed+n-1 in one batch")
+    parser.add_argument("--tau-align", type=int, default=defaults.tau_align, help="align at step indices < this")
+    parser.add_argument("--tau-compose", type=int, default=defaults.tau_compose, help="compose at step indices <= this")
+    parser.add_argument("--no-align", action="store_true", help="skip iterative frame alignment (much faster)")
+    parser.add_argument("--align-iters", type=int, default=defaults.align_iters)
+    parser.add_argument("--align-lr", type=float, default=defaults.align_lr)
+    parser.add_argument("--align-tol", type=float, default=defaults.align_tol, help="early stop (relative loss gain)")
+    parser.add_argument("--no-compose-spatial", action="store_true", help="ablation: no spatial composition")
+    parser.add_argument("--no-compose-temporal", action="store_true", help="ablation: no temporal composition")
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--height", type=int, default=defaults.height)
+    parser.add_argument("--released-input-range", action="store_true", help="feed the VAE [0,1] like the released code")
+    parser.add_argument("--no-binarize", action="store_true", help="keep gray frames (no Otsu threshold)")
+    parser.add_argument("--output-size", type=int, help="longer side of the saved frames in pixels")
+    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+
+
+def _defaults():
+    from flipsketch.params import AnimateParams
+
+    return AnimateParams(prompt="-")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flipsketch", description="Animate sketches with FlipSketch.")
     parser.add_argument("--version", action="version", version=f"flipsketch {__version__}")
@@ -38,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check Python, torch, GPU and model; exit 1 if generation cannot run")
     doctor.set_defaults(func=_doctor)
+
+    anim = commands.add_parser("animate", help="animate a sketch (image or stroke JSON) from a motion prompt")
+    anim.add_argument("sketch", help="image file (PNG, JPEG, …) or flipsketch.strokes JSON")
+    anim.add_argument("--out", required=True, help="output folder (written atomically)")
+    anim.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_animate_options(anim)
+    anim.set_defaults(func=_animate)
 
     model = commands.add_parser("model", help="manage models")
     model_commands = model.add_subparsers(dest="model_command", required=True)

@@ -60,6 +60,39 @@ class ModelSource:
         return cmd
 
 
+def source_from(name: str | None, subfolder: str | None = None, revision: str | None = None) -> ModelSource:
+    """The model a user named (CLI flag, job field), else the default.
+    Naming the published repo alone means its sketch checkpoint folder."""
+    if not name:
+        return default_source()
+    if name == PUBLISHED_MODEL and subfolder is None:
+        subfolder = PUBLISHED_SUBFOLDER
+    return ModelSource(name, subfolder, revision)
+
+
+def pick_device(name: str = "auto") -> str:
+    """ "auto" -> the best available accelerator, else the CPU."""
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    """ "auto" -> bf16 on CUDA (the released app's precision), fp32 elsewhere."""
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return table[name]
+
+
 def default_source() -> ModelSource:
     """The model named by FLIPSKETCH_MODEL, else the published sketch checkpoint."""
     name = os.environ.get("FLIPSKETCH_MODEL")
@@ -83,6 +116,7 @@ def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
     """
     path = Path(source.name).expanduser()
     if path.is_dir():
+        path = path.resolve()
         return path / source.subfolder if source.subfolder else path
     if not _HUB_ID.match(source.name):
         raise ModelNotFoundError(

@@ -31,78 +31,9 @@ import torch
 from PIL import Image
 
 from flipsketch.attention import CompositionControl, Mode, flipsketch_attention, frame0_logit_scale
-from flipsketch.errors import InputError
 from flipsketch.models import SketchModel
+from flipsketch.params import AnimateParams
 from flipsketch.progress import CancelToken, Progress, ProgressCallback
-
-TRAINED_FRAMES = 16
-MAX_FRAMES = 32
-
-
-@dataclass
-class AnimateParams:
-    """Everything that decides an animation; defaults are the paper's."""
-
-    prompt: str
-    negative_prompt: str = ""
-    frames: int = 10
-    steps: int = 25
-    guidance: float = 9.0
-    motion: float = 0.5  # m in [0, 1]; λ = 1 − m
-    seed: int = 0
-    variants: int = 1  # seeds seed, seed+1, … in one batch
-    tau_align: int = 10  # alignment at step indices i < tau_align
-    tau_compose: int = 15  # composition at step indices i <= tau_compose
-    align: bool = True
-    align_iters: int = 10
-    align_lr: float = 1e-3
-    align_tol: float = 0.0  # > 0: stop a step's alignment when the loss improves by less (relative)
-    compose_spatial: bool = True
-    compose_temporal: bool = True
-    width: int = 256
-    height: int = 256
-    released_input_range: bool = False  # feed the VAE [0,1] like the released code (A/B only)
-    binarize: bool = True  # Otsu threshold the frames back to clean lines
-    output_size: int | None = None  # longer side of the saved frames; None = generation size
-
-    @property
-    def lam(self) -> float:
-        return 1.0 - self.motion
-
-    def validate(self) -> list[str]:
-        """Raise InputError naming the field and the fix; return warnings."""
-
-        def bad(name: str, problem: str, fix: str) -> InputError:
-            return InputError(f"Parameter '{name}' {problem}.", fix)
-
-        if not self.prompt or not self.prompt.strip():
-            raise bad("prompt", "is empty", "Describe the motion, e.g. 'the cat turns its head'.")
-        if not 2 <= self.frames <= MAX_FRAMES:
-            raise bad("frames", f"is {self.frames}", f"Use 2 to {MAX_FRAMES} frames.")
-        if not 1 <= self.steps <= 1000:
-            raise bad("steps", f"is {self.steps}", "Use 1 to 1000 DDIM steps (25 is the default).")
-        if not 0 <= self.motion <= 1:
-            raise bad("motion", f"is {self.motion}", "Use a motion strength between 0 and 1.")
-        if self.guidance < 0:
-            raise bad("guidance", f"is {self.guidance}", "Use a guidance scale >= 0 (9 is the default).")
-        if not 1 <= self.variants <= 16:
-            raise bad("variants", f"is {self.variants}", "Use 1 to 16 variants per job.")
-        if not 0 <= self.seed < 2**63:
-            raise bad("seed", f"is {self.seed}", "Use a seed between 0 and 2^63-1.")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value % 8 or not 64 <= value <= 1024:
-                raise bad(name, f"is {value}", "Use a multiple of 8 between 64 and 1024 (256 is the trained size).")
-        if self.tau_align < 0 or self.tau_compose < -1:
-            raise bad("tau", "is negative", "Use τ1 >= 0 and τ2 >= -1 (−1 turns composition off).")
-        if self.align and (self.align_iters < 1 or self.align_lr <= 0):
-            raise bad("align_iters/align_lr", "must be positive", "Use at least 1 iteration and a positive rate.")
-        if self.output_size is not None and not 16 <= self.output_size <= 4096:
-            raise bad("output_size", f"is {self.output_size}", "Use 16 to 4096 pixels.")
-        notes = []
-        if self.frames > TRAINED_FRAMES:
-            notes.append(f"{self.frames} frames is more than the {TRAINED_FRAMES} the model was trained on.")
-        return notes
 
 
 @dataclass
@@ -125,24 +56,6 @@ def ddim_move(x: torch.Tensor, eps: torch.Tensor, alpha_from: torch.Tensor, alph
     return alpha_to.sqrt() * x0 + (1 - alpha_to).sqrt() * eps
 
 
-@dataclass
-class _Run:
-    """Per-call state shared by the helper steps of `animate`."""
-
-    model: SketchModel
-    params: AnimateParams
-    control: CompositionControl
-    progress: Progress
-    unet_calls: int = 0
-
-    def unet(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
-        """One UNet forward on fp32 latents (B, C, F, h, w); returns fp32 noise."""
-        self.unet_calls += 1
-        model = self.model
-        out = model.unet(latents.to(model.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
-        return out.float()
-
-
 def sampling_schedule(model: SketchModel, steps: int) -> tuple[list[int], torch.Tensor]:
     """DDIM timesteps (noisiest first) and the alpha-bar of every level, the
     last one being the clean end of the chain (`final_alpha_cumprod`)."""
@@ -154,7 +67,10 @@ def sampling_schedule(model: SketchModel, steps: int) -> tuple[list[int], torch.
 
 
 def encode_sketch(model: SketchModel, sketch: Image.Image, params: AnimateParams) -> torch.Tensor:
-    """Sketch -> reference latent z_0 of shape (1, 4, 1, h, w)."""
+    """Sketch -> reference latent z_0 of shape (1, 4, 1, h, w).
+
+    The VAE expects [-1, 1]; `released_input_range` feeds [0, 1] like the
+    released code, for A/B comparisons only."""
     image = sketch.convert("RGB").resize((params.width, params.height), Image.Resampling.LANCZOS)
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     if not params.released_input_range:
@@ -162,38 +78,6 @@ def encode_sketch(model: SketchModel, sketch: Image.Image, params: AnimateParams
     with torch.no_grad():
         dist = model.vae.encode(pixels.to(model.device, model.vae.dtype)).latent_dist
     return (dist.mean.float() * model.vae.config.scaling_factor)[:, :, None]
-
-
-def invert(run: _Run, z0: torch.Tensor, timesteps: list[int], alphas: torch.Tensor, null: torch.Tensor):
-    """DDIM inversion with the null prompt.
-
-    Returns (trajectory, eps, records): x_t^r and ε(x_t^r, t, ∅) for every
-    sampling step index i, and the attention records of steps i ≤ τ2."""
-    params, ctl = run.params, run.control
-    steps = len(timesteps)
-    keep_records = params.tau_compose >= 0 and (params.compose_spatial or params.compose_temporal)
-    trajectory: list[torch.Tensor] = [torch.empty(0)] * steps
-    eps_at: list[torch.Tensor] = [torch.empty(0)] * steps
-    records: dict[int, dict[str, torch.Tensor]] = {}
-    x = z0
-    # Climb from the clean end (alphas[-1], timestep 0) to the top level (index 0).
-    for i in range(steps, -1, -1):
-        t = timesteps[i] if i < steps else 0
-        if i < steps:
-            trajectory[i] = x
-        record = keep_records and i <= params.tau_compose
-        ctl.mode, ctl.records = (Mode.RECORD, {}) if record else (Mode.PLAIN, ctl.records)
-        with torch.no_grad():
-            eps = run.unet(x, t, null)
-        if record:
-            records[i] = ctl.records
-        if i < steps:
-            eps_at[i] = eps
-        if i > 0:
-            x = ddim_move(x, eps, alphas[i], alphas[i - 1])
-        run.progress.advance("invert", steps + 1 - i, steps + 1, cost=1)
-    ctl.mode = Mode.PLAIN
-    return trajectory, eps_at, records
 
 
 def initial_latents(reference: torch.Tensor, params: AnimateParams) -> torch.Tensor:
@@ -206,54 +90,6 @@ def initial_latents(reference: torch.Tensor, params: AnimateParams) -> torch.Ten
         noise = torch.randn((1, c, params.frames - 1, h, w), generator=generator, dtype=torch.float32)
         batch.append(torch.cat([reference.cpu(), noise], dim=2))
     return torch.cat(batch).to(reference.device)
-
-
-def align_frames(
-    run: _Run, latents: torch.Tensor, reference: torch.Tensor, target: torch.Tensor, t: int, cond: torch.Tensor
-) -> tuple[torch.Tensor, list[float]]:
-    """Iterative frame alignment: move frames 1..F−1 so that the joint model's
-    frame-0 prediction for [x_t^r, f^{1..F−1}] matches the reference alone.
-
-    Frame 0 is set to x_t^r (as in the paper). Only the fp32 copy of frames
-    1..F−1 is a leaf with a gradient; the UNet is frozen at load time."""
-    params = run.params
-    variants = latents.shape[0]
-    fixed = reference.expand(variants, -1, -1, -1, -1)
-    free = latents[:, :, 1:].detach().float().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([free], lr=params.align_lr)
-    losses: list[float] = []
-    for it in range(params.align_iters):
-        joint = torch.cat([fixed, free], dim=2)
-        pred0 = run.unet(joint, t, cond)[:, :, 0]
-        # Sum of per-variant means: each variant's gradient is what it would be alone.
-        loss = (pred0 - target[:, :, 0]).pow(2).mean(dim=(1, 2, 3)).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item() / variants)
-        run.progress.advance("align", it + 1, params.align_iters, cost=3 * params.frames * variants)
-        if params.align_tol > 0 and it > 0 and losses[-2] - losses[-1] < params.align_tol * losses[-2]:
-            run.progress.skip(3 * params.frames * variants * (params.align_iters - it - 1))
-            break
-    return torch.cat([fixed, free.detach()], dim=2), losses
-
-
-def predict_noise(run: _Run, latents: torch.Tensor, t: int, embeddings: torch.Tensor, compose: bool) -> torch.Tensor:
-    """Classifier-free guided noise; both branches of all variants in one
-    forward, composition on the conditional half only."""
-    params, ctl = run.params, run.control
-    variants = latents.shape[0]
-    guided = params.guidance != 1.0
-    batch = torch.cat([latents, latents]) if guided else latents
-    ctl.cond = slice(variants, 2 * variants) if guided else slice(0, variants)
-    ctl.mode = Mode.COMPOSE if compose else Mode.PLAIN
-    with torch.no_grad():
-        eps = run.unet(batch, t, embeddings if guided else embeddings[variants:])
-    ctl.mode = Mode.PLAIN
-    if not guided:
-        return eps
-    uncond, cond = eps.chunk(2)
-    return uncond + params.guidance * (cond - uncond)
 
 
 def decode(model: SketchModel, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
@@ -283,6 +119,167 @@ def postprocess(frame: np.ndarray, params: AnimateParams) -> Image.Image:
     return image
 
 
+@dataclass
+class Reference:
+    """What DDIM inversion of the sketch yields, per sampling step index i."""
+
+    latents: list[torch.Tensor]  # x_t^r
+    eps: list[torch.Tensor]  # ε(x_t^r, t, ∅): the reference-alone prediction η
+    records: dict[int, dict[str, torch.Tensor]]  # attention records for steps i ≤ τ2
+
+
+class FlipSketchSampler:
+    """One animation job: the model, its parameters, progress and cancel.
+
+    `generate()` is the method in the paper's order; the other methods are
+    its steps, public so that tests can exercise each against the paper."""
+
+    def __init__(
+        self,
+        model: SketchModel,
+        params: AnimateParams,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.notes = params.validate()
+        frames, variants = params.frames, params.variants
+        self.timesteps, self.alphas = sampling_schedule(model, params.steps)
+        self.align_steps = min(params.tau_align, params.steps) if params.align else 0
+        self.cfg = params.guidance != 1.0
+        branches = 2 if self.cfg else 1
+        self.progress = Progress(
+            progress,
+            cancel,
+            {
+                "invert": params.steps + 1,
+                "align": self.align_steps * params.align_iters * 3 * frames * variants,
+                "denoise": params.steps * branches * frames * variants,
+                "decode": frames * variants,
+            },
+        )
+        self.control = CompositionControl(
+            num_frames=frames,
+            logit_scale=frame0_logit_scale(frames, params.lam),
+            use_spatial=params.compose_spatial,
+            use_temporal=params.compose_temporal,
+            cancel=cancel,
+        )
+        self.unet_calls = 0
+        self.stats: dict[str, Any] = {"notes": self.notes, "align_losses": []}
+
+    def unet(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
+        """One UNet forward on fp32 latents (B, C, F, h, w); returns fp32 noise."""
+        self.unet_calls += 1
+        model = self.model
+        out = model.unet(latents.to(model.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        return out.float()
+
+    def invert(self, z0: torch.Tensor, null: torch.Tensor) -> Reference:
+        """DDIM inversion with the null prompt, recording the reference pass.
+
+        The UNet is evaluated at the current level, ε(x_t^r, t, ∅): the mirror
+        of a sampling step, and exactly the reference pass step i needs."""
+        params, ctl, steps = self.params, self.control, self.params.steps
+        keep_records = params.tau_compose >= 0 and (params.compose_spatial or params.compose_temporal)
+        latents: list[torch.Tensor] = [torch.empty(0)] * steps
+        eps_at: list[torch.Tensor] = [torch.empty(0)] * steps
+        records: dict[int, dict[str, torch.Tensor]] = {}
+        x = z0
+        # Climb from the clean end (alphas[steps], timestep 0) to the top level i = 0.
+        for i in range(steps, -1, -1):
+            record = keep_records and i <= params.tau_compose
+            ctl.mode = Mode.RECORD if record else Mode.PLAIN
+            ctl.records = {}
+            with torch.no_grad():
+                eps = self.unet(x, self.timesteps[i] if i < steps else 0, null)
+            if record:
+                records[i] = ctl.records
+            if i < steps:
+                latents[i], eps_at[i] = x, eps
+            if i > 0:
+                x = ddim_move(x, eps, self.alphas[i], self.alphas[i - 1])
+            self.progress.advance("invert", steps + 1 - i, steps + 1, cost=1)
+        ctl.mode, ctl.records = Mode.PLAIN, {}
+        return Reference(latents, eps_at, records)
+
+    def align_frames(
+        self, latents: torch.Tensor, reference: torch.Tensor, target: torch.Tensor, t: int, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Iterative frame alignment: move frames 1..F−1 so that the joint
+        model's frame-0 prediction for [x_t^r, f^{1..F−1}] matches the
+        reference-alone prediction `target`.
+
+        Frame 0 becomes x_t^r (as in the paper). Only an fp32 copy of frames
+        1..F−1 has a gradient; the UNet was frozen when it was loaded."""
+        params = self.params
+        variants = latents.shape[0]
+        cost = 3 * params.frames * variants  # forward + backward, in frame-passes
+        fixed = reference.expand(variants, -1, -1, -1, -1)
+        free = latents[:, :, 1:].detach().float().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([free], lr=params.align_lr)
+        losses: list[float] = []
+        with torch.enable_grad():
+            for it in range(params.align_iters):
+                pred0 = self.unet(torch.cat([fixed, free], dim=2), t, cond)[:, :, 0]
+                # Sum of per-variant means: each variant gets the gradient it would get alone.
+                loss = (pred0 - target[:, :, 0]).pow(2).mean(dim=(1, 2, 3)).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item() / variants)
+                self.progress.advance("align", it + 1, params.align_iters, cost=cost)
+                if params.align_tol > 0 and it > 0 and losses[-2] - losses[-1] < params.align_tol * losses[-2]:
+                    self.progress.skip(cost * (params.align_iters - it - 1))
+                    break
+        return torch.cat([fixed, free.detach()], dim=2), losses
+
+    def predict_noise(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor, compose: bool) -> torch.Tensor:
+        """Classifier-free guided noise; both branches of all variants in one
+        forward, composition on the conditional half only."""
+        ctl, variants = self.control, latents.shape[0]
+        batch = torch.cat([latents, latents]) if self.cfg else latents
+        ctl.cond = slice(variants, 2 * variants) if self.cfg else slice(0, variants)
+        ctl.mode = Mode.COMPOSE if compose else Mode.PLAIN
+        with torch.no_grad():
+            eps = self.unet(batch, t, embeddings if self.cfg else embeddings[variants:])
+        ctl.mode = Mode.PLAIN
+        if not self.cfg:
+            return eps
+        uncond, cond = eps.chunk(2)
+        return uncond + self.params.guidance * (cond - uncond)
+
+    def generate(self, sketch: Image.Image) -> torch.Tensor:
+        """The FlipSketch method; returns the final latents (V, C, F, h, w)."""
+        model, params, ctl = self.model, self.params, self.control
+        started = time.perf_counter()
+        variants, frames = params.variants, params.frames
+        with flipsketch_attention(model.unet, ctl):
+            self.progress.advance("encode", 1, 1, cost=0)
+            z0 = encode_sketch(model, sketch, params)
+            embeddings = model.encode_prompts([params.negative_prompt] * variants + [params.prompt] * variants)
+            reference = self.invert(z0, model.encode_prompts([""]))
+            self.stats["invert_s"] = time.perf_counter() - started
+            latents = initial_latents(reference.latents[0], params)
+            for i, t in enumerate(self.timesteps):
+                if i < self.align_steps:
+                    latents, losses = self.align_frames(
+                        latents, reference.latents[i], reference.eps[i], t, embeddings[variants:]
+                    )
+                    self.stats["align_losses"].append(losses)
+                compose = i in reference.records
+                if compose:
+                    ctl.records = reference.records.pop(i)
+                    ctl.spatial_frames = max(1, frames - i)
+                eps = self.predict_noise(latents, t, embeddings, compose)
+                latents = ddim_move(latents, eps, self.alphas[i], self.alphas[i + 1])
+                self.progress.advance("denoise", i + 1, params.steps, cost=(2 if self.cfg else 1) * frames * variants)
+            ctl.records = {}
+        self.stats["unet_calls"] = self.unet_calls
+        return latents
+
+
 def animate(
     model: SketchModel,
     sketch: Image.Image,
@@ -291,67 +288,21 @@ def animate(
     cancel: CancelToken | None = None,
 ) -> Animation:
     """Animate `sketch` (a prepared line drawing) as described by `params`."""
-    notes = params.validate()
-    for note in notes:
+    sampler = FlipSketchSampler(model, params, progress, cancel)
+    for note in sampler.notes:
         warnings.warn(note, stacklevel=2)
-    timesteps, alphas = sampling_schedule(model, params.steps)
-    align_steps = min(params.tau_align, params.steps) if params.align else 0
-    variants, frames = params.variants, params.frames
-    cfg = 2 if params.guidance != 1.0 else 1
-    tracker = Progress(
-        progress,
-        cancel,
-        {
-            "invert": params.steps + 1,
-            "align": align_steps * params.align_iters * 3 * frames * variants,
-            "denoise": params.steps * cfg * frames * variants,
-            "decode": frames * variants,
-        },
-    )
-    control = CompositionControl(
-        num_frames=frames,
-        logit_scale=frame0_logit_scale(frames, params.lam),
-        use_spatial=params.compose_spatial,
-        use_temporal=params.compose_temporal,
-        cancel=cancel,
-    )
-    run = _Run(model, params, control, tracker)
-    stats: dict[str, Any] = {"notes": notes, "align_losses": []}
     started = time.perf_counter()
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    with flipsketch_attention(model.unet, control):
-        tracker.advance("encode", 1, 1, cost=0)
-        z0 = encode_sketch(model, sketch, params)
-        embeddings = model.encode_prompts([params.negative_prompt] * variants + [params.prompt] * variants)
-        null = model.encode_prompts([""])
-        trajectory, ref_eps, records = invert(run, z0, timesteps, alphas, null)
-        stats["invert_s"] = time.perf_counter() - started
-        latents = initial_latents(trajectory[0], params)
-        cond = embeddings[variants:]
-        for i, t in enumerate(timesteps):
-            if i < align_steps:
-                with torch.enable_grad():
-                    latents, losses = align_frames(run, latents, trajectory[i], ref_eps[i], t, cond)
-                stats["align_losses"].append(losses)
-            compose = i in records
-            if compose:
-                control.records = records.pop(i)
-                control.spatial_frames = max(1, frames - i)
-            eps = predict_noise(run, latents, t, embeddings, compose)
-            latents = ddim_move(latents, eps, alphas[i], alphas[i + 1])
-            tracker.advance("denoise", i + 1, params.steps, cost=cfg * frames * variants)
-        control.records = {}
-        images = decode(model, latents).numpy()
-    result = [[postprocess(images[v, f], params) for f in range(frames)] for v in range(variants)]
-    tracker.advance("decode", 1, 1, cost=frames * variants)
-    stats.update(
+    images = decode(model, sampler.generate(sketch)).numpy()
+    frames = [[postprocess(images[v, f], params) for f in range(params.frames)] for v in range(params.variants)]
+    sampler.progress.advance("decode", 1, 1, cost=params.frames * params.variants)
+    sampler.stats.update(
         total_s=time.perf_counter() - started,
-        unet_calls=run.unet_calls,
         peak_gpu_bytes=torch.cuda.max_memory_allocated(model.device) if model.device.type == "cuda" else None,
     )
-    tracker.done()
-    return Animation(result, params, stats)
+    sampler.progress.done()
+    return Animation(frames, params, sampler.stats)
 
 
 def params_dict(params: AnimateParams) -> dict[str, Any]:

@@ -17,6 +17,7 @@ fraction of the frame width (a number, or one per point); opacity is 0..1.
 from __future__ import annotations
 
 import io
+import json
 import math
 import warnings
 from pathlib import Path
@@ -168,3 +169,17 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
         np.maximum(ink, np.asarray(layer, dtype=np.float32) * opacity, out=ink)
     gray = Image.fromarray((255 - ink).clip(0, 255).astype(np.uint8), "L").reduce(SUPERSAMPLE)
     return normalise_drawing(gray, detect_inverted=False)
+
+
+def read_sketch(path: str | Path, width: int = 256, height: int = 256) -> Image.Image:
+    """A sketch file as the CLI takes it: stroke JSON (.json) or any image."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return prepare_image(path, width, height)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"Sketch file '{path}' does not exist.", "Check the path.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"'{path}' is not valid stroke JSON ({exc}).", "Export the strokes again.") from None
+    return rasterize_strokes(data, width, height)

@@ -1,0 +1,77 @@
+"""Animation parameters and their validation (no torch import: the CLI and the
+HTTP service validate requests before any model is touched)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flipsketch.errors import InputError
+
+TRAINED_FRAMES = 16
+MAX_FRAMES = 32
+
+
+@dataclass
+class AnimateParams:
+    """Everything that decides an animation; defaults are the paper's."""
+
+    prompt: str
+    negative_prompt: str = ""
+    frames: int = 10
+    steps: int = 25
+    guidance: float = 9.0
+    motion: float = 0.5  # m in [0, 1]; λ = 1 − m
+    seed: int = 0
+    variants: int = 1  # seeds seed, seed+1, … in one batch
+    tau_align: int = 10  # alignment at step indices i < tau_align
+    tau_compose: int = 15  # composition at step indices i <= tau_compose
+    align: bool = True
+    align_iters: int = 10
+    align_lr: float = 1e-3
+    align_tol: float = 0.0  # > 0: stop a step's alignment when the loss improves by less (relative)
+    compose_spatial: bool = True
+    compose_temporal: bool = True
+    width: int = 256
+    height: int = 256
+    released_input_range: bool = False  # feed the VAE [0,1] like the released code (A/B only)
+    binarize: bool = True  # Otsu threshold the frames back to clean lines
+    output_size: int | None = None  # longer side of the saved frames; None = generation size
+
+    @property
+    def lam(self) -> float:
+        return 1.0 - self.motion
+
+    def validate(self) -> list[str]:
+        """Raise InputError naming the field and the fix; return warnings."""
+
+        def bad(name: str, problem: str, fix: str) -> InputError:
+            return InputError(f"Parameter '{name}' {problem}.", fix)
+
+        if not self.prompt or not self.prompt.strip():
+            raise bad("prompt", "is empty", "Describe the motion, e.g. 'the cat turns its head'.")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise bad("frames", f"is {self.frames}", f"Use 2 to {MAX_FRAMES} frames.")
+        if not 1 <= self.steps <= 1000:
+            raise bad("steps", f"is {self.steps}", "Use 1 to 1000 DDIM steps (25 is the default).")
+        if not 0 <= self.motion <= 1:
+            raise bad("motion", f"is {self.motion}", "Use a motion strength between 0 and 1.")
+        if self.guidance < 0:
+            raise bad("guidance", f"is {self.guidance}", "Use a guidance scale >= 0 (9 is the default).")
+        if not 1 <= self.variants <= 16:
+            raise bad("variants", f"is {self.variants}", "Use 1 to 16 variants per job.")
+        if not 0 <= self.seed < 2**63:
+            raise bad("seed", f"is {self.seed}", "Use a seed between 0 and 2^63-1.")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value % 8 or not 64 <= value <= 1024:
+                raise bad(name, f"is {value}", "Use a multiple of 8 between 64 and 1024 (256 is the trained size).")
+        if self.tau_align < 0 or self.tau_compose < -1:
+            raise bad("tau", "is negative", "Use τ1 >= 0 and τ2 >= -1 (−1 turns composition off).")
+        if self.align and (self.align_iters < 1 or self.align_lr <= 0):
+            raise bad("align_iters/align_lr", "must be positive", "Use at least 1 iteration and a positive rate.")
+        if self.output_size is not None and not 16 <= self.output_size <= 4096:
+            raise bad("output_size", f"is {self.output_size}", "Use 16 to 4096 pixels.")
+        notes = []
+        if self.frames > TRAINED_FRAMES:
+            notes.append(f"{self.frames} frames is more than the {TRAINED_FRAMES} the model was trained on.")
+        return notes
