@@ -34,9 +34,23 @@ def test_round_trip_loads_published_classes(tiny_model) -> None:
     assert tiny_model.is_tiny_random
     assert not any(p.requires_grad for p in tiny_model.unet.parameters())
     full = published_config()
-    assert tiny_model.vae.config.scaling_factor == full["vae"]["scaling_factor"]
+    assert set(full["vae"]) - {"_class_name", "scaling_factor"} <= set(tiny_model.vae.config)
     assert tiny_model.scheduler.config.steps_offset == full["scheduler"]["steps_offset"]
     assert list(tiny_model.unet.config.down_block_types) == full["unet"]["down_block_types"]
+
+
+def test_tiny_vae_latents_have_unit_scale_like_the_real_one(tiny_model) -> None:
+    """The published factor 0.18215 gives the real VAE unit-variance latents;
+    the tiny VAE gets its own factor with the same effect."""
+    from flipsketch.params import AnimateParams
+    from flipsketch.pipeline import encode_sketch
+    from flipsketch.sketch import prepare_image
+
+    from .conftest import ROOT
+
+    sketch = prepare_image(ROOT / "examples" / "cat.png", 64, 64)
+    latents = encode_sketch(tiny_model, sketch, AnimateParams(prompt="x", width=64, height=64))
+    assert 0.3 < latents.std().item() < 3
 
 
 def test_attention_module_names_match_the_real_model(tiny_model) -> None:

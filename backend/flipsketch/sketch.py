@@ -160,11 +160,15 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
         layer = Image.new("L", (big_w, big_h), 0)
         draw = ImageDraw.Draw(layer)
         xy = points * (big_w - 1, big_h - 1)
-        widths = np.maximum(radius * 2 * big_w, 1.0)
-        for (x0, y0), (x1, y1), w in zip(xy[:-1], xy[1:], widths[1:], strict=True):
-            draw.line([(x0, y0), (x1, y1)], fill=255, width=max(1, round(w)))
-        for (x, y), w in zip(xy, widths, strict=True):  # round caps and joints
-            r = w / 2
+        radii = np.maximum(radius * big_w, 0.5)
+        for k in range(len(xy) - 1):
+            (p0, r0), (p1, r1) = (xy[k], radii[k]), (xy[k + 1], radii[k + 1])
+            length = math.hypot(*(p1 - p0))
+            if length > 0:  # a quad whose width tapers from r0 to r1
+                normal = np.array([p0[1] - p1[1], p1[0] - p0[0]]) / length
+                quad = [p0 + normal * r0, p1 + normal * r1, p1 - normal * r1, p0 - normal * r0]
+                draw.polygon([tuple(q) for q in quad], fill=255)
+        for (x, y), r in zip(xy, radii, strict=True):  # round caps and joints
             draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
         np.maximum(ink, np.asarray(layer, dtype=np.float32) * opacity, out=ink)
     gray = Image.fromarray((255 - ink).clip(0, 255).astype(np.uint8), "L").reduce(SUPERSAMPLE)

@@ -84,6 +84,21 @@ def _write_tokenizer(folder: Path, vocab_size: int) -> None:
     CLIPTokenizer.from_pretrained(folder, model_max_length=77).save_pretrained(folder)
 
 
+def _unit_latent_scale(vae: Any) -> float:
+    """The factor that gives this VAE's latents unit variance on line drawings.
+
+    The published 0.18215 does that for the real VAE; a random VAE's latents
+    are ~20x smaller, which would make the UNet's noise dwarf the sketch."""
+    import torch
+
+    canvas = torch.ones(1, 3, 64, 64)
+    canvas[:, :, 16:48:4, 8:56] = -1.0  # horizontal strokes
+    canvas[:, :, 8:56, 20:44:6] = -1.0  # vertical strokes
+    with torch.no_grad():
+        latents = vae.encode(canvas).latent_dist.mean
+    return round(1.0 / latents.std().item(), 5)
+
+
 def create_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny random model to `folder` (created; must be empty or absent)."""
     import diffusers
@@ -97,7 +112,9 @@ def create_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     cfg = tiny_configs()
     torch.manual_seed(seed)
     UNet3DConditionModel(**cfg["unet"]).save_pretrained(folder / "unet")
-    AutoencoderKL(**cfg["vae"]).save_pretrained(folder / "vae")
+    vae = AutoencoderKL(**cfg["vae"])
+    vae.register_to_config(scaling_factor=_unit_latent_scale(vae))
+    vae.save_pretrained(folder / "vae")
     CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(folder / "text_encoder")
     DDIMScheduler(**cfg["scheduler"]).save_pretrained(folder / "scheduler")
     _write_tokenizer(folder / "tokenizer", _TINY_VOCAB)
