@@ -1,6 +1,7 @@
 """`flipsketch animate` as a user runs it, and the atomic output folder."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from .conftest import ROOT
 FAST = ["--width", "64", "--height", "64", "--frames", "4", "--steps", "5", "--align-iters", "2", "--tau-align", "2"]
 
 
-def flipsketch(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def flipsketch(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("flipsketch", path=str(Path(sys.executable).parent))
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, **(env or {})}
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,12 @@ def test_a_crash_while_writing_leaves_no_partial_folder(tmp_path: Path) -> None:
     with atomic_folder(out, overwrite=True) as folder:
         (folder / "ok").write_text("1")
     assert (out / "ok").read_text() == "1"
+
+
+def test_model_download_offline_and_list(tmp_path: Path) -> None:
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = flipsketch("model", "download", "Hmrishav/t2v_sketch-lora", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "checkpoint-2500 could not be downloaded" in result.stderr and "CC-BY-NC-4.0" in result.stdout
+    listing = flipsketch("model", "list", env=env)
+    assert listing.returncode == 0 and "(no models downloaded)" in listing.stdout

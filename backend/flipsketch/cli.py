@@ -8,6 +8,7 @@ exit code 2; nothing a user can fix ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -117,10 +118,52 @@ def _add_animate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
 
 
+def _add_bench_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", choices=["tiny", "mid", "full"], default="tiny")
+    parser.add_argument("--full", action="store_const", const="full", dest="size", help="same as --size full")
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--align-tol", type=float, default=0.02, help="early-stop tolerance for workload (d)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--count-flops", action="store_true", help="count FLOPs (one extra run each; for GPUs)")
+    parser.add_argument(
+        "--model-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "flipsketch", "bench-models")
+    )
+
+
 def _defaults():
     from flipsketch.params import AnimateParams
 
     return AnimateParams(prompt="-")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from flipsketch.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from flipsketch import MODEL_LICENCE, PUBLISHED_MODEL
+    from flipsketch.models import download_model, source_from
+
+    source = source_from(args.id, args.subfolder, args.revision)
+    if source.name == PUBLISHED_MODEL:
+        print(MODEL_LICENCE)
+    print(f"Model {source.describe()} is in {download_model(source)}")
+    return 0
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from flipsketch.models import cached_models, hub_cache_dir
+
+    models = cached_models()
+    print(f"Model cache: {hub_cache_dir()}")
+    print("\n".join(models) if models else "(no models downloaded)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,8 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_animate_options(anim)
     anim.set_defaults(func=_animate)
 
+    bench = commands.add_parser("bench", help="time plain text-to-video vs FlipSketch on one model (ratios)")
+    _add_bench_options(bench)
+    bench.set_defaults(func=_bench)
+
     model = commands.add_parser("model", help="manage models")
     model_commands = model.add_subparsers(dest="model_command", required=True)
+    download = model_commands.add_parser("download", help="download a model into the Hugging Face cache (resumable)")
+    download.add_argument("id", help="Hugging Face model id, e.g. Hmrishav/t2v_sketch-lora")
+    download.add_argument("--subfolder", help="folder inside the repository (published model: checkpoint-2500)")
+    download.add_argument("--revision")
+    download.set_defaults(func=_download)
+    listing = model_commands.add_parser("list", help="list downloaded models")
+    listing.set_defaults(func=_list_models)
     tiny = model_commands.add_parser(
         "create-tiny", help="write a tiny random model in the published layout (tests, demo)"
     )

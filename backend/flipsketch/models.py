@@ -152,6 +152,51 @@ def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
     return folder
 
 
+def _download_failed(source: ModelSource, exc: Exception) -> ModelNotFoundError:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return ModelNotFoundError(
+        f"Model {source.describe()} could not be downloaded ({type(exc).__name__}: {first_line}).",
+        "Check the internet connection and the model id; rerun the command to resume.",
+    )
+
+
+def download_model(source: ModelSource) -> Path:
+    """Fetch a model into the Hugging Face cache (resumable; files verified by
+    the hub client) and return its folder. Checks free disk space first."""
+    import shutil
+
+    from huggingface_hub import HfApi, snapshot_download
+
+    patterns = [f"{source.subfolder}/*"] if source.subfolder else None
+    cache = hub_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        info = HfApi().model_info(source.name, revision=source.revision, files_metadata=True)
+    except Exception as exc:  # the hub client raises many network error types
+        raise _download_failed(source, exc) from None
+    prefix = f"{source.subfolder}/" if source.subfolder else ""
+    needed = sum(f.size or 0 for f in info.siblings or [] if f.rfilename.startswith(prefix))
+    free = shutil.disk_usage(cache).free
+    if needed > free:
+        raise ModelNotFoundError(
+            f"Model {source.describe()} needs {needed / 2**30:.1f} GiB; {cache} has {free / 2**30:.1f} GiB free.",
+            "Free some space or set HF_HUB_CACHE to a larger disk.",
+        )
+    try:
+        root = snapshot_download(source.name, revision=source.revision, allow_patterns=patterns)
+    except Exception as exc:
+        raise _download_failed(source, exc) from None
+    return Path(root) / source.subfolder if source.subfolder else Path(root)
+
+
+def cached_models() -> list[str]:
+    """Hub ids of the models in the local Hugging Face cache."""
+    cache = hub_cache_dir()
+    if not cache.is_dir():
+        return []
+    return sorted(p.name[len("models--") :].replace("--", "/") for p in cache.glob("models--*"))
+
+
 def check_layout(folder: Path) -> dict[str, Any]:
     """Fail with the name of the first missing component before loading anything."""
     index_file = folder / "model_index.json"

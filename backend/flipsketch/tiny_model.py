@@ -99,8 +99,11 @@ def _unit_latent_scale(vae: Any) -> float:
     return round(1.0 / latents.std().item(), 5)
 
 
-def create_tiny_model(folder: str | Path, seed: int = 0) -> Path:
-    """Write the tiny random model to `folder` (created; must be empty or absent)."""
+def create_tiny_model(folder: str | Path, seed: int = 0, configs: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Write the tiny random model to `folder` (created; must be empty or absent).
+
+    `configs` replaces the tiny UNet/VAE/text-encoder configs, e.g. with the
+    published ones to benchmark at real size."""
     import diffusers
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
@@ -109,7 +112,8 @@ def create_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"'{folder}' is not empty; choose a new folder for the tiny model.")
-    cfg = tiny_configs()
+    cfg = {**tiny_configs(), **(configs or {})}
+    cfg = {name: {k: v for k, v in part.items() if k != "_class_name"} for name, part in cfg.items()}
     torch.manual_seed(seed)
     UNet3DConditionModel(**cfg["unet"]).save_pretrained(folder / "unet")
     vae = AutoencoderKL(**cfg["vae"])

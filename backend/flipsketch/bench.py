@@ -1,0 +1,211 @@
+"""`flipsketch bench`: what FlipSketch costs over plain text-to-video sampling.
+
+All workloads run in one process on the same weights, so only ratios between
+them are meaningful on a CPU; absolute times are worth quoting from a GPU.
+
+  (a) plain text-to-video: diffusers' own TextToVideoSDPipeline, same
+      frames/steps/guidance (the baseline)
+  (b) FlipSketch without frame alignment
+  (c) FlipSketch with frame alignment (the paper's full method)
+  (d) (c) with alignment early stopping, to show what it saves and costs
+
+Model sizes: `tiny` (the test model), `mid` (~20 M-parameter UNet, same block
+layout) and `full` (the published configuration, random weights; GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from flipsketch.models import SketchModel, load_model, pick_device, pick_dtype
+from flipsketch.params import AnimateParams
+from flipsketch.pipeline import animate, decode
+from flipsketch.sketch import prepare_image
+from flipsketch.tiny_model import create_tiny_model, published_config, tiny_configs
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cat.png"
+
+
+def mid_configs() -> dict[str, dict[str, Any]]:
+    """Published block layout at ~1/8 width: a UNet of about 20 M parameters."""
+    cfg = tiny_configs()
+    cfg["unet"].update(block_out_channels=[64, 128, 256, 256], attention_head_dim=32, cross_attention_dim=256)
+    cfg["text_encoder"].update(hidden_size=256, intermediate_size=1024, num_attention_heads=8, projection_dim=256)
+    return cfg
+
+
+def build_model(size: str, folder: Path, dtype: torch.dtype, device: str) -> SketchModel:
+    """Write a random model of `size` in the published layout and load it
+    through the normal loader (so the benchmark measures the real code path)."""
+    if not (folder / "model_index.json").is_file():
+        if size == "tiny":
+            create_tiny_model(folder)
+        else:
+            full = published_config()
+            configs = mid_configs() if size == "mid" else {k: full[k] for k in ("unet", "vae", "text_encoder")}
+            create_tiny_model(folder, configs=configs)
+    return load_model(str(folder), dtype=dtype, device=device)
+
+
+class PeakMemory:
+    """Peak memory of one workload: CUDA allocator peak, or sampled process RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        import psutil
+
+        process = psutil.Process()
+        base = process.memory_info().rss
+
+        def sample() -> None:
+            while not self._stop.wait(0.01):
+                self.peak = max(self.peak, process.memory_info().rss - base)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    peak_bytes: int
+    tflop: float | None = None
+    extra: str = ""
+
+
+def plain_text_to_video(model: SketchModel, params: AnimateParams) -> None:
+    """Baseline (a): diffusers' TextToVideoSDPipeline on the same components."""
+    from diffusers import TextToVideoSDPipeline
+
+    pipe = TextToVideoSDPipeline(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
+        unet=model.unet,
+        scheduler=model.scheduler,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator("cpu").manual_seed(params.seed)
+    latents = pipe(
+        params.prompt,
+        height=params.height,
+        width=params.width,
+        num_frames=params.frames,
+        num_inference_steps=params.steps,
+        guidance_scale=params.guidance,
+        generator=generator,
+        output_type="latent",
+    ).frames
+    decode(model, latents)
+
+
+def measure(name: str, model: SketchModel, work: Callable[[], Any], count_flops: bool) -> tuple[Result, Any]:
+    with PeakMemory(model.device) as memory:
+        started = time.perf_counter()
+        out = work()
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        seconds = time.perf_counter() - started
+    tflop = None
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            work()
+        tflop = counter.get_total_flops() / 1e12
+    return Result(name, seconds, memory.peak, tflop), out
+
+
+def run(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    model = build_model(args.size, Path(args.model_dir) / args.size, dtype, device)
+    base = AnimateParams(
+        prompt="the cat turns its head and meows",
+        frames=args.frames,
+        steps=args.steps,
+        width=args.width,
+        height=args.height,
+        binarize=False,
+    )
+    sketch: Image.Image = prepare_image(EXAMPLE, args.width, args.height)
+    flops = args.count_flops
+
+    def flipsketch(**kw: Any) -> Callable[[], Any]:
+        return lambda: animate(model, sketch, AnimateParams(**{**base.__dict__, **kw}))
+
+    # Warm-up (kernels, allocator, caches) with short runs of both code paths.
+    plain_text_to_video(model, AnimateParams(**{**base.__dict__, "steps": 2}))
+    flipsketch(steps=2, align_iters=1)()
+    results = [measure("(a) plain text-to-video", model, lambda: plain_text_to_video(model, base), flops)[0]]
+    b, _ = measure("(b) FlipSketch, no alignment", model, flipsketch(align=False), flops)
+    c, full = measure("(c) FlipSketch, alignment", model, flipsketch(align=True), flops)
+    d, early = measure(
+        f"(d) (c) + early stop {args.align_tol}", model, flipsketch(align=True, align_tol=args.align_tol), flops
+    )
+
+    def final_loss(animation: Any) -> float:
+        losses = animation.stats["align_losses"]
+        return sum(step[-1] for step in losses) / len(losses)
+
+    iters = sum(len(step) for step in early.stats["align_losses"])
+    d.extra = (
+        f"alignment iterations {iters} of {sum(len(s) for s in full.stats['align_losses'])}; "
+        f"mean final loss {final_loss(early):.4g} vs {final_loss(full):.4g}"
+    )
+    results += [b, c, d]
+    return results, model
+
+
+def report(results: list[Result], args: argparse.Namespace, device_name: str, model: SketchModel) -> str:
+    base = results[0].seconds
+    params = sum(p.numel() for p in model.unet.parameters()) / 1e6
+    lines = [
+        f"device: {device_name}; model: {args.size} (UNet {params:.1f} M parameters, {model.dtype}); "
+        f"{args.frames} frames, {args.width}x{args.height}, "
+        f"{args.steps} steps, CFG 9",
+        f"{'workload':40} {'seconds':>9} {'ratio':>7} {'peak MiB':>9} {'TFLOP/s':>8}",
+    ]
+    for r in results:
+        rate = f"{r.tflop / r.seconds:8.1f}" if r.tflop is not None else f"{'-':>8}"
+        lines.append(f"{r.name:40} {r.seconds:9.2f} {r.seconds / base:7.2f} {r.peak_bytes / 2**20:9.0f} {rate}")
+        if r.extra:
+            lines.append(f"{'':40} {r.extra}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    results, model = run(args)
+    device = pick_device(args.device)
+    name = (
+        torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print(report(results, args, name, model))
+    return 0
