@@ -140,6 +140,27 @@ def _defaults():
     return AnimateParams(prompt="-")
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flipsketch.models import pick_device, pick_dtype, source_from
+    from flipsketch.server import serve
+
+    device = pick_device(args.device)
+    serve(
+        args.host,
+        args.port,
+        Path(args.jobs),
+        source_from(args.model, args.subfolder, args.revision),
+        device,
+        pick_dtype(args.dtype, device),
+        token=args.token or os.environ.get("FLIPSKETCH_TOKEN"),
+        ready_file=Path(args.ready_file) if args.ready_file else None,
+        parent_pid=args.parent_pid,
+    )
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from flipsketch.bench import main as bench_main
 
@@ -180,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     anim.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_animate_options(anim)
     anim.set_defaults(func=_animate)
+
+    serve = commands.add_parser("serve", help="run the HTTP server that Blender and scripts submit jobs to")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (see --ready-file)")
+    serve.add_argument("--jobs", default=os.path.join(os.path.expanduser("~"), ".flipsketch", "jobs"))
+    serve.add_argument("--model", help="default model: Hugging Face id or folder")
+    serve.add_argument("--subfolder")
+    serve.add_argument("--revision")
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    serve.add_argument("--token", help="bearer token (default: $FLIPSKETCH_TOKEN or a random one per start)")
+    serve.add_argument("--ready-file", help="write port, token, pid and API version here once listening")
+    serve.add_argument("--parent-pid", type=int, help="exit when this process ends")
+    serve.set_defaults(func=_serve)
 
     bench = commands.add_parser("bench", help="time plain text-to-video vs FlipSketch on one model (ratios)")
     _add_bench_options(bench)

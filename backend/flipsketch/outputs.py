@@ -25,7 +25,7 @@ from PIL import Image
 from flipsketch import SCHEMA_VERSION, __version__
 from flipsketch.errors import InputError
 from flipsketch.models import SketchModel
-from flipsketch.pipeline import Animation, params_dict
+from flipsketch.pipeline import Animation
 from flipsketch.tiny_model import TINY_NOTICE
 
 DEFAULT_FPS = 10  # the released app's GIF rate
@@ -134,7 +134,7 @@ def run_record(animation: Animation, model: SketchModel, fps: int, files: dict[s
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "params": params_dict(animation.params),
+        "params": animation.params.to_dict(),
         "seeds": animation.seeds(),
         "fps": fps,
         "model": {

@@ -3,7 +3,8 @@ HTTP service validate requests before any model is touched)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from flipsketch.errors import InputError
 
@@ -40,6 +41,35 @@ class AnimateParams:
     @property
     def lam(self) -> float:
         return 1.0 - self.motion
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AnimateParams:
+        """Parameters from JSON (HTTP jobs, storyboards), checked field by field:
+        an unknown name or a wrong type is an InputError naming the field."""
+        if not isinstance(data, dict):
+            raise InputError("'params' must be a JSON object.", "Send {'prompt': '...', ...}.")
+        known = {f.name: f for f in fields(cls)}
+        for name, value in data.items():
+            if name not in known:
+                raise InputError(f"Unknown parameter '{name}'.", f"Known parameters: {', '.join(known)}.")
+            expected = known[name].type.replace(" | None", "")
+            optional = known[name].type.endswith("| None")
+            ok = (value is None and optional) or {
+                "str": isinstance(value, str),
+                "bool": isinstance(value, bool),
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, int | float) and not isinstance(value, bool),
+            }[expected]
+            if not ok:
+                raise InputError(f"Parameter '{name}' must be {expected}, not {value!r}.", "Fix the value's type.")
+        if "prompt" not in data:
+            raise InputError("Parameter 'prompt' is missing.", "Describe the motion, e.g. 'the cat turns its head'.")
+        params = cls(**{k: float(v) if known[k].type == "float" else v for k, v in data.items()})
+        params.validate()
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "lambda": self.lam}
 
     def validate(self) -> list[str]:
         """Raise InputError naming the field and the fix; return warnings."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -189,7 +189,7 @@ class FlipSketchSampler:
         x = z0
         # Climb from the clean end (alphas[steps], timestep 0) to the top level i = 0.
         for i in range(steps, -1, -1):
-            record = keep_records and i <= params.tau_compose
+            record = keep_records and i < steps and i <= params.tau_compose
             ctl.mode = Mode.RECORD if record else Mode.PLAIN
             ctl.records = {}
             with torch.no_grad():
@@ -303,7 +303,3 @@ def animate(
     )
     sampler.progress.done()
     return Animation(frames, params, sampler.stats)
-
-
-def params_dict(params: AnimateParams) -> dict[str, Any]:
-    return {**asdict(params), "lambda": params.lam}

@@ -1,0 +1,293 @@
+"""`flipsketch serve`: the HTTP API that Blender, scripts and farms talk to.
+
+One process owns the GPU and keeps the model warm; jobs queue behind one
+worker (jobs.py). Everything is under /v1 and needs a bearer token except
+/v1/health. Results travel over HTTP, so a remote GPU box works like a local
+one. A ready-file (port, token, pid, API version), written atomically once the
+socket is bound, tells a parent process where the server is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import socket
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from flipsketch import __version__
+from flipsketch.errors import FlipSketchError, InputError
+from flipsketch.jobs import FINAL, Job, JobStore, Worker
+from flipsketch.models import ModelSource, source_from
+from flipsketch.params import MAX_FRAMES, AnimateParams
+from flipsketch.sketch import fit_to_frame, load_image, normalise_drawing, rasterize_strokes
+
+API_VERSION = 1
+MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
+
+
+def _error(status: int, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "hint": hint, "field": field}}, status_code=status)
+
+
+def _input_error(exc: InputError, field: str | None = None) -> HTTPException:
+    return HTTPException(422, {"message": exc.message, "hint": exc.hint, "field": field})
+
+
+def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None, int]:
+    """Validate a job submission; every problem names its field."""
+    if not isinstance(body, dict):
+        raise HTTPException(400, {"message": "The body must be a JSON object.", "hint": "", "field": None})
+    try:
+        params = AnimateParams.from_dict(body.get("params"))
+    except InputError as exc:
+        raise _input_error(exc, "params") from None
+    has_png, has_strokes = "sketch_png" in body, "strokes" in body
+    if has_png == has_strokes:
+        raise HTTPException(
+            422, {"message": "Send exactly one of 'sketch_png' and 'strokes'.", "hint": "", "field": "sketch_png"}
+        )
+    try:
+        if has_png:
+            if not isinstance(body["sketch_png"], str):
+                raise InputError("'sketch_png' must be a base64 string.", "Encode the PNG bytes with base64.")
+            try:
+                data = base64.b64decode(body["sketch_png"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InputError("'sketch_png' is not valid base64.", "Encode the PNG bytes with base64.") from None
+            gray = normalise_drawing(load_image(data))
+            sketch = fit_to_frame(gray, params.width, params.height)
+        else:
+            sketch = rasterize_strokes(body["strokes"], params.width, params.height)
+    except InputError as exc:
+        raise _input_error(exc, "sketch_png" if has_png else "strokes") from None
+    fps = body.get("fps", 10)
+    if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 60:
+        raise HTTPException(422, {"message": f"'fps' is {fps!r}.", "hint": "Use 1 to 60.", "field": "fps"})
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise HTTPException(422, {"message": "'model' must be a string.", "hint": "", "field": "model"})
+    source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
+    return params, sketch, source, fps
+
+
+def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = None, on_shutdown: Any = None) -> FastAPI:
+    stopping = threading.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if on_startup:
+            on_startup()
+        yield
+        # Runs on SIGTERM/SIGINT and parent death alike; uvicorn re-raises the
+        # signal afterwards, so nothing after server.run() can be relied on.
+        stopping.set()
+        if on_shutdown:
+            on_shutdown()
+
+    app = FastAPI(title="FlipSketch", version=__version__, lifespan=lifespan)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        if request.method in ("POST", "PUT"):
+            length = request.headers.get("content-length")
+            if length is None:
+                return _error(411, "Content-Length is required.")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                return _error(
+                    413, f"The request is larger than {MAX_BODY_BYTES // 2**20} MiB.", "Send a smaller sketch."
+                )
+        return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "hint": "", "field": None}
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=headers)
+
+    def authorised(request: Request) -> None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise HTTPException(
+                401, {"message": "Missing or wrong token.", "hint": "Send 'Authorization: Bearer <token>'."}
+            )
+
+    def job_or_404(job_id: str) -> Job:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, {"message": f"No job '{job_id}'.", "hint": "", "field": None})
+        return job
+
+    def describe(job: Job) -> dict[str, Any]:
+        return {**job.public(), "files": store.result_files(job)}
+
+    @app.get("/v1/health")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "api": API_VERSION, "version": __version__}
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
+
+    @v1.get("/capabilities")
+    def capabilities() -> dict[str, Any]:
+        import psutil
+        import torch
+
+        device = worker.device
+        if device.startswith("cuda"):
+            free, total = torch.cuda.mem_get_info(torch.device(device))
+        else:
+            memory = psutil.virtual_memory()
+            free, total = memory.available, memory.total
+        loaded = worker.model
+        return {
+            "api": API_VERSION,
+            "version": __version__,
+            "device": device,
+            "free_memory_bytes": free,
+            "total_memory_bytes": total,
+            "default_model": asdict(worker.default_model),
+            "loaded_model": asdict(loaded.source) if loaded else None,
+            "tiny_random_model": bool(loaded and loaded.is_tiny_random),
+            "defaults": AnimateParams(prompt="").to_dict(),
+            "limits": {"max_frames": MAX_FRAMES, "max_body_bytes": MAX_BODY_BYTES, "max_variants": 16},
+            "queue_length": store.pending.qsize(),
+        }
+
+    @v1.post("/jobs", status_code=202)
+    async def submit(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
+        params, sketch, source, fps = parse_job_request(body)
+        return describe(store.submit(params, sketch, source, fps))
+
+    @v1.get("/jobs")
+    def list_jobs() -> dict[str, Any]:
+        return {"jobs": [describe(job) for job in sorted(store.jobs.values(), key=lambda j: j.created)]}
+
+    @v1.get("/jobs/{job_id}")
+    def status(job_id: str) -> dict[str, Any]:
+        return describe(job_or_404(job_id))
+
+    @v1.post("/jobs/{job_id}/cancel")
+    def cancel(job_id: str) -> dict[str, Any]:
+        job = job_or_404(job_id)
+        store.cancel(job)
+        return describe(job)
+
+    @v1.delete("/jobs/{job_id}")
+    def delete(job_id: str) -> dict[str, Any]:
+        store.delete(job_or_404(job_id))
+        return {"deleted": job_id}
+
+    @v1.get("/jobs/{job_id}/events")
+    def events(job_id: str) -> StreamingResponse:
+        job = job_or_404(job_id)
+        log = store.events[job.id]
+
+        async def stream() -> AsyncIterator[str]:
+            sent = 0
+            while not stopping.is_set():
+                while sent < len(log):
+                    event = log[sent]
+                    sent += 1
+                    yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                if job.state in FINAL and sent >= len(log):
+                    return
+                await asyncio.sleep(0.05)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @v1.get("/jobs/{job_id}/files/{name:path}")
+    def file(job_id: str, name: str) -> FileResponse:
+        job = job_or_404(job_id)
+        if name not in store.result_files(job):  # only listed files: no traversal, nothing unfinished
+            raise HTTPException(404, {"message": f"Job {job_id} has no file '{name}'.", "hint": "", "field": None})
+        return FileResponse(store.folder(job.id) / "result" / name)
+
+    app.include_router(v1)
+    return app
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """Atomically, readable by the owner only (it holds the token)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(info, f)
+    os.replace(tmp, path)
+
+
+def watch_parent(parent_pid: int, on_death: Any) -> None:
+    """Call `on_death` once the parent process is gone (all platforms)."""
+    import psutil
+
+    def loop() -> None:
+        while psutil.pid_exists(parent_pid):
+            threading.Event().wait(0.5)
+        on_death()
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def serve(
+    host: str,
+    port: int,
+    jobs_dir: Path,
+    model: ModelSource,
+    device: str,
+    dtype: Any,
+    token: str | None = None,
+    ready_file: Path | None = None,
+    parent_pid: int | None = None,
+) -> None:
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise FlipSketchError(
+            f"Cannot listen on {host}:{port}: {exc.strerror}.",
+            "Another program uses that port: pick another --port, or --port 0 for a free one.",
+        ) from None
+    port = sock.getsockname()[1]
+    token = token or secrets.token_urlsafe(32)
+    store = JobStore(jobs_dir)
+    worker = Worker(store, model, device, dtype)
+    info = {"url": f"http://{host}:{port}", "port": port, "token": token, "pid": os.getpid(), "api": API_VERSION}
+
+    def started() -> None:
+        if ready_file:
+            write_ready_file(ready_file, info)
+        print(f"FlipSketch server on {info['url']} (API v{API_VERSION}); jobs in {store.root}", flush=True)
+
+    def stopped() -> None:
+        worker.stop()
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
+
+    app = create_app(store, worker, token, started, stopped)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    if parent_pid:
+
+        def parent_died() -> None:
+            server.should_exit = True
+
+        watch_parent(parent_pid, parent_died)
+    worker.start()
+    server.run(sockets=[sock])
