@@ -4,6 +4,7 @@
     python3.11 build.py demo      set up, then run the main job end to end
     python3.11 build.py test      set up, then lint and run the test suite
     python3.11 build.py zip       build the installable Blender extension into dist/
+    python3.11 build.py install-backend DIR   private backend venv (what the add-on installs)
 
 Set-up creates `.venv/` beside this file with the backend installed editable
 and the test tools, all pinned in backend/pyproject.toml. A stamp written last
@@ -14,7 +15,6 @@ install (no stamp) is repaired on the next run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -22,17 +22,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "backend"))
+from flipsketch_setup import install_backend, pyproject_hash, torch_index  # noqa: E402  (stdlib-only, beside the backend)
+
 VENV = ROOT / ".venv"
 BACKEND = ROOT / "backend"
 ADDON = ROOT / "flipsketch_blender"
 MANIFEST = ROOT / "blender_manifest.toml"
 DIST = ROOT / "dist"
 STAMP = VENV / "flipsketch-setup.json"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # Fixed timestamp for files in the zip, so the same sources give the same bytes.
 ZIP_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 
@@ -55,46 +56,6 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def has_nvidia_gpu() -> bool:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return False
-    try:
-        return subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def reachable(url: str) -> bool:
-    """A quick look before handing pip an index: pip retries an unreachable
-    index for every package, which turns a one-minute set-up into ten."""
-    try:
-        with urllib.request.urlopen(url, timeout=5):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def torch_index() -> tuple[str, list[str]]:
-    """Which torch build to install: (label, extra pip arguments).
-
-    PyPI's Linux torch wheels are CUDA builds of several GB; a machine without an
-    NVIDIA GPU gets the CPU build from PyTorch's CPU index instead. The version
-    is the same either way (pinned in backend/pyproject.toml).
-    FLIPSKETCH_TORCH_INDEX overrides the choice (e.g. a CUDA index on Windows).
-    """
-    override = os.environ.get("FLIPSKETCH_TORCH_INDEX")
-    if override:
-        return f"index {override}", ["--extra-index-url", override]
-    if sys.platform.startswith("linux") and not has_nvidia_gpu():
-        if reachable(TORCH_CPU_INDEX):
-            return "CPU build (no NVIDIA GPU found)", ["--extra-index-url", TORCH_CPU_INDEX]
-        return "CPU build wanted, but the PyTorch index is unreachable: using the configured package index", []
-    if sys.platform.startswith("linux"):
-        return "CUDA build (NVIDIA GPU found)", []
-    return f"PyPI build for {platform.system()}", []
-
-
 def setup() -> Path:
     """Create or repair .venv; skip all work when the stamp matches."""
     if sys.version_info[:2] != (3, 11):
@@ -103,7 +64,7 @@ def setup() -> Path:
         sys.exit(2)
     label, index_args = torch_index()
     wanted = {
-        "pyproject_sha256": hashlib.sha256((BACKEND / "pyproject.toml").read_bytes()).hexdigest(),
+        "pyproject_sha256": pyproject_hash(),
         "torch": label,
         "python": platform.python_version(),
     }
@@ -131,6 +92,17 @@ def cmd_test(extra: list[str]) -> None:
     run([py, "-m", "pytest", "-q", *extra], cwd=ROOT)
 
 
+def cmd_install_backend(extra: list[str]) -> None:
+    if len(extra) != 1:
+        say("usage: python build.py install-backend DIR")
+        sys.exit(2)
+    try:
+        install_backend(Path(extra[0]), log=say)
+    except RuntimeError as exc:
+        say(str(exc))
+        sys.exit(1)
+
+
 def cmd_demo(extra: list[str]) -> None:
     py = setup()
     run([py, ROOT / "examples" / "demo.py", *extra], cwd=ROOT)
@@ -156,7 +128,7 @@ def extension_files() -> dict[str, Path]:
     files = {"blender_manifest.toml": MANIFEST}
     for src in sorted(ADDON.rglob("*.py")):
         files[src.relative_to(ADDON).as_posix()] = src
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "flipsketch_setup.py"):
         files[f"backend/{name}"] = BACKEND / name
     for src in sorted((BACKEND / "flipsketch").rglob("*")):
         if src.is_file() and src.suffix in (".py", ".json"):
@@ -192,11 +164,13 @@ def cmd_zip(extra: list[str]) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["setup", "test", "demo", "zip"])
+    parser.add_argument("command", choices=["setup", "test", "demo", "zip", "install-backend"])
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="passed on (pytest arguments for `test`)")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    {"setup": lambda _: setup(), "test": cmd_test, "demo": cmd_demo, "zip": cmd_zip}[args.command](extra)
+    commands = {"setup": lambda _: setup(), "test": cmd_test, "demo": cmd_demo, "zip": cmd_zip}
+    commands["install-backend"] = cmd_install_backend
+    commands[args.command](extra)
 
 
 if __name__ == "__main__":

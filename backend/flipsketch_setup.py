@@ -1,0 +1,132 @@
+"""Install the FlipSketch backend into a private virtual environment.
+
+Standard library only: it runs under build.py, and from the Blender add-on
+with Blender's own Python. The same choice of torch build serves the
+developer set-up (build.py) and a user's backend install.
+
+A crashed or interrupted install is detected and repaired: an INSTALLING
+marker is written first and `installed.json` only after the backend imports,
+so anything else means "not installed yet".
+
+    python flipsketch_setup.py TARGET_DIR       # install or repair, log in TARGET_DIR/install.log
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+BACKEND = Path(__file__).resolve().parent
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def has_nvidia_gpu() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        return subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def reachable(url: str) -> bool:
+    """A quick look before handing pip an index: pip retries an unreachable
+    index for every package, which turns a one-minute set-up into ten."""
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def torch_index() -> tuple[str, list[str]]:
+    """Which torch build to install: (label, extra pip arguments).
+
+    PyPI's Linux torch wheels are CUDA builds of several GB; a machine without an
+    NVIDIA GPU gets the CPU build from PyTorch's CPU index instead. The version
+    is the same either way (pinned in backend/pyproject.toml).
+    FLIPSKETCH_TORCH_INDEX overrides the choice (e.g. a CUDA index on Windows).
+    """
+    override = os.environ.get("FLIPSKETCH_TORCH_INDEX")
+    if override:
+        return f"index {override}", ["--extra-index-url", override]
+    if sys.platform.startswith("linux") and not has_nvidia_gpu():
+        if reachable(TORCH_CPU_INDEX):
+            return "CPU build (no NVIDIA GPU found)", ["--extra-index-url", TORCH_CPU_INDEX]
+        return "CPU build wanted, but the PyTorch index is unreachable: using the configured package index", []
+    if sys.platform.startswith("linux"):
+        return "CUDA build (NVIDIA GPU found)", []
+    return f"PyPI build for {platform.system()}", []
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def install_state(target: Path) -> str:
+    """ "ok", "missing" or "broken" (interrupted, or made for other sources)."""
+    record = target / "installed.json"
+    if (target / "INSTALLING").exists():
+        return "broken"
+    if not record.is_file():
+        return "broken" if target.exists() and any(target.iterdir()) else "missing"
+    try:
+        installed = json.loads(record.read_text())
+    except ValueError:
+        return "broken"
+    ok = installed.get("pyproject_sha256") == pyproject_hash() and venv_python(target / "venv").is_file()
+    return "ok" if ok else "broken"
+
+
+def pyproject_hash() -> str:
+    return hashlib.sha256((BACKEND / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def install_backend(target: Path, log=print) -> Path:
+    """Create or repair TARGET/venv with the backend; return its python."""
+    target = Path(target)
+    state = install_state(target)
+    python = venv_python(target / "venv")
+    if state == "ok":
+        log(f"backend already installed in {target}")
+        return python
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "INSTALLING").write_text("an install started here and has not finished\n")
+    (target / "installed.json").unlink(missing_ok=True)
+    label, index_args = torch_index()
+    log(f"{'repairing' if state == 'broken' else 'installing'} backend in {target}; torch: {label}")
+    with open(target / "install.log", "a", encoding="utf-8") as out:
+
+        def step(cmd: list[str]) -> None:
+            log("$ " + " ".join(cmd))
+            out.write("$ " + " ".join(cmd) + "\n")
+            out.flush()
+            if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                raise RuntimeError(f"Backend install step failed; see {target / 'install.log'}")
+
+        if not python.is_file():
+            step([sys.executable, "-m", "venv", str(target / "venv")])
+        step([str(python), "-m", "pip", "install", "--disable-pip-version-check", *index_args, str(BACKEND)])
+        step([str(python), "-c", "import flipsketch.pipeline, flipsketch.server"])
+    record = {"pyproject_sha256": pyproject_hash(), "torch": label, "python": platform.python_version()}
+    (target / "installed.json").write_text(json.dumps(record, indent=2))
+    (target / "INSTALLING").unlink()
+    log(f"backend installed: {python}")
+    return python
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    try:
+        install_backend(Path(sys.argv[1]))
+    except RuntimeError as exc:
+        sys.exit(str(exc))
