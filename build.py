@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up, test, demo and package FlipSketch for Blender. Standard library only.
 
-    python3.11 build.py demo      set up, then run the main job end to end
+    python3.11 build.py demo      set up, then run the main job end to end (headless Blender)
     python3.11 build.py test      set up, then lint and run the test suite
     python3.11 build.py zip       build the installable Blender extension into dist/
     python3.11 build.py install-backend DIR   private backend venv (what the add-on installs)
@@ -105,7 +105,8 @@ def cmd_install_backend(extra: list[str]) -> None:
 
 def cmd_demo(extra: list[str]) -> None:
     py = setup()
-    run([py, ROOT / "examples" / "demo.py", *extra], cwd=ROOT)
+    extension = cmd_zip([])
+    run([py, ROOT / "examples" / "blender_demo.py", extension, *extra], cwd=ROOT)
 
 
 def blender_ext_cli(py: Path) -> tuple[Path, Path]:

@@ -1,12 +1,13 @@
 """FlipSketch for Blender: animate a Grease Pencil drawing from a motion prompt.
 
-The add-on stays thin: it imports only bpy and the standard library and talks
-to the FlipSketch backend (a separate process that owns torch and the GPU).
+The add-on stays thin: it imports only bpy, numpy and the standard library and
+talks to the FlipSketch backend (a separate process that owns torch and the
+GPU) over HTTP.
 """
 
-from . import preferences
+from . import operators, panels, preferences, properties
 
-_modules = (preferences,)
+_modules = (preferences, properties, operators, panels)
 
 
 def register() -> None:

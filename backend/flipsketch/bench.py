@@ -9,7 +9,7 @@ them are meaningful on a CPU; absolute times are worth quoting from a GPU.
   (c) FlipSketch with frame alignment (the paper's full method)
   (d) (c) with alignment early stopping, to show what it saves and costs
 
-Model sizes: `tiny` (the test model), `mid` (~20 M-parameter UNet, same block
+Model sizes: `tiny` (the test model), `mid` (a 22.6 M-parameter UNet, same block
 layout) and `full` (the published configuration, random weights; GPU).
 """
 
@@ -36,9 +36,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cat.png"
 
 
 def mid_configs() -> dict[str, dict[str, Any]]:
-    """Published block layout at ~1/8 width: a UNet of about 20 M parameters."""
+    """Published block layout at 1/8 width: a UNet of 22.6 M parameters."""
     cfg = tiny_configs()
-    cfg["unet"].update(block_out_channels=[64, 128, 256, 256], attention_head_dim=32, cross_attention_dim=256)
+    cfg["unet"].update(block_out_channels=[40, 80, 160, 160], attention_head_dim=8, cross_attention_dim=256)
     cfg["text_encoder"].update(hidden_size=256, intermediate_size=1024, num_attention_heads=8, projection_dim=256)
     return cfg
 

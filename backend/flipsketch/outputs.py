@@ -27,6 +27,7 @@ from flipsketch.errors import InputError
 from flipsketch.models import SketchModel
 from flipsketch.pipeline import Animation
 from flipsketch.tiny_model import TINY_NOTICE
+from flipsketch.trace import trace_frames
 
 DEFAULT_FPS = 10  # the released app's GIF rate
 
@@ -92,7 +93,7 @@ def contact_sheet(frames: list[Image.Image], columns: int = 5, gap: int = 4) -> 
 
 
 def write_clip(frames: list[Image.Image], folder: Path, fps: int) -> list[str]:
-    """One variant's files; returns their names."""
+    """One variant's files (frames, previews, traced strokes); returns their names."""
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for i, frame in enumerate(frames):
@@ -102,7 +103,8 @@ def write_clip(frames: list[Image.Image], folder: Path, fps: int) -> list[str]:
     write_gif(frames, folder / "animation.gif", fps)
     write_mp4(frames, folder / "animation.mp4", fps)
     contact_sheet(frames).save(folder / "contact_sheet.png")
-    return [*names, "animation.gif", "animation.mp4", "contact_sheet.png"]
+    (folder / "strokes.json").write_text(json.dumps(trace_frames(frames)), encoding="utf-8")
+    return [*names, "animation.gif", "animation.mp4", "contact_sheet.png", "strokes.json"]
 
 
 def peak_rss_bytes() -> int | None:

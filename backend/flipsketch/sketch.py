@@ -10,7 +10,8 @@ Stroke schema (version 1; what the Blender add-on sends)::
     {"schema": "flipsketch.strokes", "version": 1,
      "strokes": [{"points": [[x, y], ...], "radius": 0.004, "opacity": 1.0}, ...]}
 
-x, y are in [0, 1] of the (square) frame, origin top-left, y down; radius is a
+x, y are in [0, 1] across the frame from edge to edge (the camera frame's u, v),
+origin top-left, y down, so pixel column i spans [i/W, (i+1)/W]; radius is a
 fraction of the frame width (a number, or one per point); opacity is 0..1.
 """
 
@@ -159,7 +160,7 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
         points, radius, opacity = _parse_stroke(index, stroke)
         layer = Image.new("L", (big_w, big_h), 0)
         draw = ImageDraw.Draw(layer)
-        xy = points * (big_w - 1, big_h - 1)
+        xy = points * (big_w, big_h) - 0.5  # PIL puts pixel centres at integers
         radii = np.maximum(radius * big_w, 0.5)
         for k in range(len(xy) - 1):
             (p0, r0), (p1, r1) = (xy[k], radii[k]), (xy[k + 1], radii[k + 1])

@@ -1,0 +1,209 @@
+"""Connection to the FlipSketch backend, off Blender's main thread.
+
+Each job runs in a thread that connects (starting the managed local server
+when needed), submits, follows progress and downloads results. Threads never
+touch bpy: they put messages on a queue that `pump()` drains on the main
+thread (a `bpy.app.timers` callback), where job items are updated and results
+imported.
+"""
+
+import importlib.util
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ADDON_DIR = Path(__file__).resolve().parent
+API_VERSION = 1
+START_TIMEOUT_S = 180
+
+messages: "queue.Queue[tuple[str, str, dict]]" = queue.Queue()
+_active: dict[str, dict] = {}  # key -> {"cancel": Event, "client": Client, "job_id": str}
+_server_lock = threading.Lock()
+_server: dict = {}  # the managed process: {"process": Popen, "ready": Path}
+
+
+def backend_source() -> Path:
+    """The backend source: inside the installed extension, or beside it in a checkout."""
+    for candidate in (ADDON_DIR / "backend", ADDON_DIR.parent / "backend"):
+        if (candidate / "flipsketch" / "client.py").is_file():
+            return candidate
+    raise FileNotFoundError("The FlipSketch backend source is missing from the add-on.")
+
+
+def _client_module():
+    """flipsketch/client.py (standard library only), loaded by path so that
+    nothing is added to Blender's sys.path."""
+    name = "flipsketch_blender_client"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, backend_source() / "flipsketch" / "client.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class BackendError(Exception):
+    """A connection problem the panel shows as it is."""
+
+
+@dataclass
+class Settings:
+    """Everything a job thread needs from the preferences, read on the main thread."""
+
+    mode: str  # LOCAL | REMOTE
+    url: str
+    token: str
+    python: str  # interpreter of the managed backend
+    state_dir: str  # ready-file and server jobs live here
+    model: str
+    subfolder: str
+    device: str
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def connect(settings: Settings):
+    """A client for a healthy server of our API version (starting one if managed)."""
+    client_module = _client_module()
+    if settings.mode == "REMOTE":
+        client = client_module.Client(settings.url, settings.token or None)
+    else:
+        client = _managed_client(settings, client_module)
+    try:
+        health = client.health()
+    except client_module.ClientError as exc:
+        raise BackendError(str(exc)) from None
+    if health.get("api") != API_VERSION:
+        raise BackendError(
+            f"The backend speaks API v{health.get('api')}, this add-on v{API_VERSION}. "
+            "Update the backend with Install backend in the preferences."
+        )
+    return client
+
+
+def _managed_client(settings: Settings, client_module):
+    state = Path(settings.state_dir)
+    ready = state / "server.json"
+    with _server_lock:
+        if ready.is_file():
+            info = json.loads(ready.read_text(encoding="utf-8"))
+            if _alive(info["pid"]):
+                return client_module.Client(info["url"], info["token"])
+            ready.unlink(missing_ok=True)  # a server that died: start another
+        if not Path(settings.python).is_file():
+            raise BackendError("The backend is not installed. Open the add-on preferences and click Install backend.")
+        state.mkdir(parents=True, exist_ok=True)
+        command = [settings.python, "-m", "flipsketch.cli", "serve", "--port", "0", "--ready-file", str(ready)]
+        command += ["--jobs", str(state / "jobs"), "--parent-pid", str(os.getpid()), "--device", settings.device]
+        if settings.model:
+            command += ["--model", settings.model] + (["--subfolder", settings.subfolder] if settings.subfolder else [])
+        log = open(state / "server.log", "ab")  # noqa: SIM115  (kept open for the server's lifetime)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _server.update(process=process, ready=ready, log=log)
+        deadline = time.time() + START_TIMEOUT_S
+        while not ready.is_file():
+            if process.poll() is not None:
+                raise BackendError(
+                    f"The backend stopped while starting (exit {process.returncode}); see {state / 'server.log'}."
+                )
+            if time.time() > deadline:
+                process.terminate()
+                raise BackendError(f"The backend did not start within {START_TIMEOUT_S} s; see {state / 'server.log'}.")
+            time.sleep(0.1)
+        info = json.loads(ready.read_text(encoding="utf-8"))
+        return client_module.Client(info["url"], info["token"])
+
+
+def stop_managed_server() -> None:
+    process = _server.get("process")
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    if _server.get("log"):
+        _server["log"].close()
+    _server.clear()
+
+
+def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing: int) -> None:
+    active = _active[key]
+
+    def post(kind: str, **data) -> None:
+        messages.put((key, kind, data))
+
+    try:
+        post("state", state="connecting")
+        client = connect(settings)
+        if active["cancel"].is_set():
+            post("state", state="cancelled", message="Cancelled before it was sent.")
+            return
+        job_id = client.submit(**request)["id"]
+        active.update(client=client, job_id=job_id)
+        if active["cancel"].is_set():
+            client.cancel(job_id)
+        post("state", state="queued", backend_id=job_id)
+        for event in client.events(job_id):
+            if event["type"] == "progress":
+                post("progress", stage=event["stage"], fraction=event["fraction"], eta=event.get("eta_s"))
+            elif event["state"] in ("failed", "cancelled"):
+                error = event.get("error") or {}
+                post(
+                    "state",
+                    state=event["state"],
+                    message=" ".join(filter(None, [error.get("message"), error.get("hint")])),
+                )
+                return
+        post("state", state="downloading")
+        client.download(job_id, out_dir)
+        from .importer import prepare_results  # file work only; bpy data is touched in pump()
+
+        post("done", prepared=prepare_results(out_dir, timing))
+    except BackendError as exc:
+        post("state", state="failed", message=str(exc))
+    except Exception as exc:  # the client's errors and anything unexpected: show, never crash Blender
+        post("state", state="failed", message=f"{exc}")
+    finally:
+        _active.pop(key, None)
+
+
+def start_job(key: str, settings: Settings, request: dict, out_dir: Path, timing: int) -> None:
+    _active[key] = {"cancel": threading.Event()}
+    thread = threading.Thread(target=_run_job, args=(key, settings, request, out_dir, timing), name=f"flipsketch-{key}")
+    thread.daemon = True
+    thread.start()
+
+
+def cancel_job(key: str) -> bool:
+    """Ask the server to cancel (from a short thread: never block the UI)."""
+    active = _active.get(key)
+    if active is None:
+        return False
+    active["cancel"].set()
+    if "job_id" in active:
+
+        def ask() -> None:
+            try:
+                active["client"].cancel(active["job_id"])
+            except Exception as exc:  # the job's own thread reports the outcome
+                messages.put((key, "note", {"message": f"Cancel request failed: {exc}"}))
+
+        threading.Thread(target=ask, daemon=True).start()
+    return True
+
+
+def running_jobs() -> int:
+    return len(_active)

@@ -1,0 +1,84 @@
+"""Grease Pencil v3 drawings as numpy arrays (Blender 4.5 and 5.0).
+
+Bulk attribute access (`foreach_get/set`) is ~400x faster than per-point RNA.
+Attributes such as `radius` and `opacity` exist only once written, and read
+as 0 when absent, so writers always set them explicitly.
+"""
+
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+DEFAULT_RADIUS = 0.01  # what Blender uses when a drawing has no radius attribute
+
+
+def gp_collection():
+    """`grease_pencils_v3` in 4.5, `grease_pencils` in 5.0 (tested by name:
+    an empty collection is falsy, so `or` would pick the legacy one)."""
+    return bpy.data.grease_pencils_v3 if hasattr(bpy.data, "grease_pencils_v3") else bpy.data.grease_pencils
+
+
+@dataclass
+class Strokes:
+    positions: np.ndarray  # (N, 3) layer-local
+    offsets: np.ndarray  # (S + 1,) stroke starts, last = N
+    radius: np.ndarray  # (N,)
+    opacity: np.ndarray  # (N,)
+
+    def split(self, values: np.ndarray) -> list[np.ndarray]:
+        return np.split(values, self.offsets[1:-1])
+
+
+def _read_attribute(drawing, name: str, count: int, default: float) -> np.ndarray:
+    attribute = drawing.attributes.get(name)
+    values = np.full(count, default, np.float32)
+    if attribute is not None:
+        attribute.data.foreach_get("value", values)
+    return values
+
+
+def read_strokes(layer, frame_number: int) -> Strokes | None:
+    """The strokes shown by `layer` at `frame_number` (the key at or before it)."""
+    frame = layer.get_frame_at(frame_number)
+    if frame is None:
+        return None
+    drawing = frame.drawing
+    count = len(drawing.attributes["position"].data) if "position" in drawing.attributes else 0
+    if count == 0:
+        return None
+    positions = np.empty(count * 3, np.float32)
+    drawing.attributes["position"].data.foreach_get("vector", positions)
+    offsets = np.empty(len(drawing.strokes) + 1, np.int32)
+    drawing.curve_offsets.foreach_get("value", offsets)
+    return Strokes(
+        positions.reshape(-1, 3),
+        offsets,
+        _read_attribute(drawing, "radius", count, DEFAULT_RADIUS),
+        _read_attribute(drawing, "opacity", count, 1.0),
+    )
+
+
+def _ensure_attribute(drawing, name: str, kind: str, domain: str):
+    attribute = drawing.attributes.get(name)
+    return attribute if attribute is not None else drawing.attributes.new(name, kind, domain)
+
+
+def write_strokes(layer, frame_number: int, strokes: list[np.ndarray], radii: list[np.ndarray], material: int = 0):
+    """A new keyframe on `layer` holding `strokes` ((n, 3) layer-local each)."""
+    drawing = layer.frames.new(frame_number).drawing
+    strokes = [s for s in strokes if len(s)]
+    if not strokes:
+        return drawing
+    drawing.add_strokes([len(s) for s in strokes])
+    positions = np.concatenate(strokes).astype(np.float32)
+    count = len(positions)
+    drawing.attributes["position"].data.foreach_set("vector", positions.ravel())
+    radius = np.concatenate(radii).astype(np.float32)
+    _ensure_attribute(drawing, "radius", "FLOAT", "POINT").data.foreach_set("value", radius)
+    _ensure_attribute(drawing, "opacity", "FLOAT", "POINT").data.foreach_set("value", np.ones(count, np.float32))
+    materials = np.full(len(strokes), material, np.int32)
+    _ensure_attribute(drawing, "material_index", "INT", "CURVE").data.foreach_set("value", materials)
+    _ensure_attribute(drawing, "cyclic", "BOOLEAN", "CURVE").data.foreach_set("value", np.zeros(len(strokes), bool))
+    drawing.tag_positions_changed()
+    return drawing

@@ -1,0 +1,124 @@
+"""Results -> Blender: an image sequence over the drawing and editable GP keyframes.
+
+Only new data is created (a layer per variant, an image empty, a text block
+with the job's metadata); existing layers and objects are never touched.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Vector
+
+from .export import Placement
+from .gpencil import write_strokes
+
+
+def hold_sequence(folder: Path, timing: int) -> Path:
+    """frame_0000.png… -> sequence/seq_0001.png… with each frame held `timing`
+    scene frames (image sequences play one file per scene frame)."""
+    frames = sorted(folder.glob("frame_*.png"))
+    sequence = folder / "sequence"
+    sequence.mkdir(exist_ok=True)
+    number = 1
+    for frame in frames:
+        for _ in range(timing):
+            shutil.copyfile(frame, sequence / f"seq_{number:04d}.png")
+            number += 1
+    return sequence / "seq_0001.png"
+
+
+def _square_basis(placement: Placement) -> tuple[np.ndarray, float]:
+    """Centre of the square frame on the drawing plane, and its side in world units."""
+    frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
+    corners = frame.on_plane(np.array([[0.5, 0.5], [0.0, 0.5], [1.0, 0.5]]), point, normal)
+    return corners[0], float(np.linalg.norm(corners[2] - corners[1]))
+
+
+def add_image_sequence(
+    name: str, first_file: Path, count: int, start: int, placement: Placement, camera
+) -> bpy.types.Object:
+    image = bpy.data.images.load(str(first_file), check_existing=False)
+    image.source = "SEQUENCE"
+    image.name = name
+    empty = bpy.data.objects.new(name, None)
+    empty.empty_display_type = "IMAGE"
+    empty.data = image
+    centre, side = _square_basis(placement)
+    empty.empty_display_size = side
+    empty.location = centre.tolist()
+    if camera is not None:  # face the camera, with its roll
+        empty.rotation_euler = camera.matrix_world.to_euler()
+    else:  # face the view the drawing was exported from
+        empty.rotation_euler = Vector([-c for c in placement.normal]).to_track_quat("Z", "Y").to_euler()
+    empty.use_empty_image_alpha = True
+    empty.color[3] = 0.8
+    user = empty.image_user
+    user.frame_start, user.frame_duration, user.frame_offset = start, count, 0
+    user.use_auto_refresh, user.use_cyclic = True, False
+    bpy.context.scene.collection.objects.link(empty)
+    return empty
+
+
+def _ink_material(ob) -> int:
+    if len(ob.data.materials):
+        return 0
+    material = bpy.data.materials.new("FlipSketch Ink")
+    bpy.data.materials.create_gpencil_data(material)
+    ob.data.materials.append(material)
+    return 0
+
+
+def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, placement: Placement):
+    """Traced strokes -> keyframes on a new layer, on the drawing's plane."""
+    frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
+    layer = ob.data.layers.new(name, set_active=False)
+    to_local = np.linalg.inv(np.array(ob.matrix_world @ layer.matrix_local))
+    _, side = _square_basis(placement)
+    scale = float(np.cbrt(abs(np.linalg.det(to_local[:3, :3]))))
+    material = _ink_material(ob)
+    for k, drawing in enumerate(traced["frames"]):
+        strokes = drawing["strokes"]
+        if not strokes:
+            write_strokes(layer, start + k * timing, [], [], material)
+            continue
+        lengths = np.cumsum([len(stroke["points"]) for stroke in strokes])[:-1]
+        xy = np.concatenate([np.asarray(stroke["points"], dtype=np.float64) for stroke in strokes])
+        world = frame.on_plane(xy, point, normal)  # one projection per frame, not per stroke
+        local = (np.c_[world, np.ones(len(world))] @ to_local.T)[:, :3]
+        radius = np.concatenate([np.asarray(stroke["radius"], dtype=np.float64) for stroke in strokes]) * side * scale
+        write_strokes(layer, start + k * timing, np.split(local, lengths), np.split(radius, lengths), material)
+    return layer
+
+
+def prepare_results(results: Path, timing: int) -> dict:
+    """File work for an import, done in the job's thread (no bpy): read the
+    run record and traced strokes, and lay out the held image sequences."""
+    record = json.loads((results / "run.json").read_text(encoding="utf-8"))
+    variants = []
+    for sub, seed in zip(sorted(record["files"]), record["seeds"], strict=True):
+        folder = results / sub
+        traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
+        variants.append({"seed": seed, "traced": traced, "first": str(hold_sequence(folder, timing))})
+    return {"record": record, "variants": variants}
+
+
+def import_results(job, ob, camera, prepared: dict) -> list[str]:
+    """Bring every variant of a finished job into the scene (main thread); returns new layer names."""
+    placement = Placement(**json.loads(job.placement))
+    variants = prepared["variants"]
+    layers = []
+    for index, variant in enumerate(variants):
+        label = f"FlipSketch: {job.prompt[:40]}" + (f" (seed {variant['seed']})" if len(variants) > 1 else "")
+        layer = add_traced_layer(ob, label, variant["traced"], job.frame, job.timing, placement)
+        layer.hide = index > 0
+        count = len(variant["traced"]["frames"]) * job.timing
+        empty = add_image_sequence(label, Path(variant["first"]), count, job.frame, placement, camera)
+        empty.hide_viewport = index > 0
+        layers.append(layer.name)
+    text = bpy.data.texts.new(f"FlipSketch {job.key}.json")
+    summary = {"job": job.key, "layers": layers, "placement": placement.to_json(), "run": prepared["record"]}
+    text.write(json.dumps(summary, indent=2))
+    return layers

@@ -1,0 +1,257 @@
+"""Operators: Animate Sketch, cancel, new seed, open folder, install backend.
+
+Operators only check, export and hand work to a thread; results come back
+through `pump()` on the main thread (a bpy.app.timers callback), where the
+import happens as one undo step.
+"""
+
+import json
+import os
+import queue
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import bpy
+
+from . import backend, importer
+from .export import ExportError, export_drawing
+from .projection import camera_frame, view_frame
+
+PUMP_INTERVAL_S = 0.2
+pump_stats = {"longest_ms": 0.0}
+
+
+def preferences(context):
+    return context.preferences.addons[__package__].preferences
+
+
+def backend_settings(context) -> backend.Settings:
+    prefs = preferences(context)
+    state_dir = Path(prefs.backend_dir())
+    return backend.Settings(
+        mode=prefs.backend_mode,
+        url=prefs.remote_url,
+        token=prefs.remote_token,
+        python=prefs.backend_python
+        or str(state_dir / "venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")),
+        state_dir=str(state_dir / "server"),
+        model=prefs.model,
+        subfolder=prefs.model_subfolder,
+        device=prefs.device,
+    )
+
+
+def output_root(context) -> tuple[Path, str]:
+    """The output folder, and a warning when it had to fall back to a temp folder."""
+    configured = preferences(context).output_dir or "//flipsketch/"
+    if configured.startswith("//") and not bpy.data.filepath:
+        fallback = Path(tempfile.gettempdir()) / "flipsketch"
+        return fallback, f"The .blend is not saved: results go to {fallback}. Save the file to keep them beside it."
+    return Path(bpy.path.abspath(configured)), ""
+
+
+def find_job(key: str):
+    for scene in bpy.data.scenes:
+        for job in scene.flipsketch.jobs:
+            if job.key == key:
+                return job
+    return None
+
+
+def _import(job, prepared: dict) -> None:
+    ob = bpy.data.objects.get(job.object_name)
+    if ob is None:
+        job.state, job.message = (
+            "failed",
+            f"The object '{job.object_name}' no longer exists; results are in {job.out_dir}.",
+        )
+        return
+    layers = importer.import_results(job, ob, bpy.data.objects.get(job.camera_name), prepared)
+    job.layers = ",".join(layers)
+    job.state, job.progress = "imported", 1.0
+    bpy.ops.ed.undo_push(message=f"FlipSketch: {job.prompt[:40]}")
+
+
+def pump() -> float:
+    """Apply the job threads' messages to bpy data (main thread only)."""
+    started = time.perf_counter()
+    changed = False
+    while True:
+        try:
+            key, kind, data = backend.messages.get_nowait()
+        except queue.Empty:
+            break
+        job = find_job(key)
+        if job is None:
+            continue
+        changed = True
+        if kind == "state":
+            job.state = data["state"]
+            job.message = data.get("message", "")
+            job.backend_id = data.get("backend_id", job.backend_id)
+        elif kind == "progress":
+            job.stage, job.progress, job.eta = data["stage"], data["fraction"], data.get("eta") or -1
+        elif kind == "note":
+            job.message = data["message"]
+        elif kind == "done":
+            try:
+                _import(job, data["prepared"])
+            except Exception as exc:  # a broken result must not break Blender
+                job.state, job.message = "failed", f"Import failed: {exc}. Results are in {job.out_dir}."
+    if changed and bpy.context.window_manager:
+        for window in bpy.context.window_manager.windows:
+            for area in window.screen.areas:
+                if area.type == "VIEW_3D":
+                    area.tag_redraw()
+    pump_stats["longest_ms"] = max(pump_stats["longest_ms"], (time.perf_counter() - started) * 1000)
+    return PUMP_INTERVAL_S
+
+
+def ensure_pump() -> None:
+    if not bpy.app.timers.is_registered(pump):
+        bpy.app.timers.register(pump, first_interval=PUMP_INTERVAL_S, persistent=True)
+
+
+class FLIPSKETCH_OT_animate(bpy.types.Operator):
+    """Animate the active Grease Pencil drawing at the current frame from the prompt"""
+
+    bl_idname = "flipsketch.animate"
+    bl_label = "Animate Sketch"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        ob = context.active_object
+        if ob is None or ob.type != "GREASEPENCIL":
+            cls.poll_message_set("Select a Grease Pencil object with a drawing")
+            return False
+        if not context.scene.flipsketch.prompt.strip():
+            cls.poll_message_set("Type what should happen in Prompt")
+            return False
+        return True
+
+    def execute(self, context):
+        scene, settings, ob = context.scene, context.scene.flipsketch, context.active_object
+        if scene.camera is not None:
+            frame = camera_frame(scene, context.evaluated_depsgraph_get())
+        elif context.region_data is not None and context.region is not None:
+            frame = view_frame(context.region_data, context.region.width, context.region.height)
+        else:
+            self.report({"ERROR"}, "The scene has no camera and there is no 3D view to look through: add a camera.")
+            return {"CANCELLED"}
+        try:
+            strokes, placement = export_drawing(ob, scene.frame_current, frame, settings.active_layer_only)
+        except ExportError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        root, warning = output_root(context)
+        key = uuid.uuid4().hex[:12]
+        out_dir = root / f"{bpy.path.clean_name(ob.name)}_f{scene.frame_current:04d}_{key}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{key}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            self.report(
+                {"ERROR"}, f"Cannot write to the output folder {root}: {exc.strerror}. Change it in the preferences."
+            )
+            return {"CANCELLED"}
+        if warning:
+            self.report({"WARNING"}, warning)
+        job = settings.jobs.add()
+        job.key, job.prompt, job.object_name = key, settings.prompt, ob.name
+        job.camera_name = scene.camera.name if scene.camera else ""
+        job.frame, job.timing, job.out_dir = scene.frame_current, int(settings.timing), str(out_dir)
+        job.placement = json.dumps(placement.to_json())
+        prefs = preferences(context)
+        request = {"params": settings.params(), "strokes": strokes}
+        if prefs.model:
+            request.update(model=prefs.model, subfolder=prefs.model_subfolder or None)
+        backend.start_job(key, backend_settings(context), request, out_dir, job.timing)
+        ensure_pump()
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_cancel(bpy.types.Operator):
+    """Cancel this job"""
+
+    bl_idname = "flipsketch.cancel"
+    bl_label = "Cancel"
+    key: bpy.props.StringProperty()
+
+    def execute(self, context):
+        if not backend.cancel_job(self.key):
+            self.report({"WARNING"}, "That job is not running.")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_new_seed(bpy.types.Operator):
+    """Pick a new random seed"""
+
+    bl_idname = "flipsketch.new_seed"
+    bl_label = "New Seed"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        context.scene.flipsketch.seed = random.randrange(2**31)
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_open_folder(bpy.types.Operator):
+    """Open the job's output folder"""
+
+    bl_idname = "flipsketch.open_folder"
+    bl_label = "Open Folder"
+    path: bpy.props.StringProperty()
+
+    def execute(self, context):
+        if not os.path.isdir(self.path):
+            self.report({"ERROR"}, f"{self.path} does not exist (yet).")
+            return {"CANCELLED"}
+        bpy.ops.wm.path_open(filepath=self.path)
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_remove_job(bpy.types.Operator):
+    """Remove this job from the list (its files and imported layers stay)"""
+
+    bl_idname = "flipsketch.remove_job"
+    bl_label = "Remove Job"
+    bl_options = {"REGISTER", "UNDO"}
+    key: bpy.props.StringProperty()
+
+    def execute(self, context):
+        jobs = context.scene.flipsketch.jobs
+        index = next((i for i, job in enumerate(jobs) if job.key == self.key), None)
+        if index is None or jobs[index].active:
+            self.report({"WARNING"}, "Only finished jobs can be removed.")
+            return {"CANCELLED"}
+        jobs.remove(index)
+        return {"FINISHED"}
+
+
+_classes = (
+    FLIPSKETCH_OT_animate,
+    FLIPSKETCH_OT_cancel,
+    FLIPSKETCH_OT_new_seed,
+    FLIPSKETCH_OT_open_folder,
+    FLIPSKETCH_OT_remove_job,
+)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    if bpy.app.timers.is_registered(pump):
+        bpy.app.timers.unregister(pump)
+    backend.stop_managed_server()
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

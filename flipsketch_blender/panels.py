@@ -1,0 +1,67 @@
+"""The "FlipSketch" tab in the 3D viewport's sidebar."""
+
+import bpy
+
+from .properties import ACTIVE_STATES
+
+MAX_LISTED_JOBS = 8
+
+
+class FLIPSKETCH_PT_main(bpy.types.Panel):
+    bl_label = "FlipSketch"
+    bl_idname = "FLIPSKETCH_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "FlipSketch"
+
+    def draw(self, context):
+        layout, settings = self.layout, context.scene.flipsketch
+        layout.prop(settings, "prompt", text="")
+        layout.prop(settings, "motion", slider=True)
+        row = layout.row(align=True)
+        row.prop(settings, "frames")
+        row.prop(settings, "timing", text="")
+        row = layout.row(align=True)
+        row.prop(settings, "seed")
+        row.operator("flipsketch.new_seed", text="", icon="FILE_REFRESH")
+        layout.prop(settings, "variants")
+        layout.prop(settings, "active_layer_only")
+        layout.prop(settings, "show_advanced", icon="TRIA_DOWN" if settings.show_advanced else "TRIA_RIGHT")
+        if settings.show_advanced:
+            box = layout.box()
+            for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose", "resolution"):
+                box.prop(settings, name)
+        layout.operator("flipsketch.animate", icon="PLAY")
+        if not context.scene.camera:
+            layout.label(text="No camera: the drawing is seen through this view.", icon="INFO")
+        for job in list(settings.jobs)[-MAX_LISTED_JOBS:][::-1]:
+            box = layout.box()
+            row = box.row()
+            row.label(text=job.prompt[:32] or job.key, icon="RENDER_ANIMATION")
+            if job.state in ACTIVE_STATES:
+                row.operator("flipsketch.cancel", text="", icon="CANCEL").key = job.key
+            else:
+                row.operator("flipsketch.remove_job", text="", icon="X").key = job.key
+            if job.state in ACTIVE_STATES:
+                eta = f", {job.eta:.0f} s left" if job.eta >= 0 else ""
+                box.progress(factor=job.progress, type="BAR", text=f"{job.stage or job.state} {job.progress:.0%}{eta}")
+            else:
+                icon = {"imported": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}.get(job.state, "INFO")
+                box.label(text=job.state.capitalize(), icon=icon)
+            if job.message:
+                box.label(text=job.message, icon="ERROR" if job.state == "failed" else "INFO")
+            if job.state == "imported":
+                box.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
+
+
+_classes = (FLIPSKETCH_PT_main,)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,93 @@
+"""Scene settings for the sidebar and the list of jobs (saved with the .blend)."""
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+TIMINGS = [("1", "Ones", "A new drawing every frame"), ("2", "Twos", "Hold each drawing 2 frames"), ("3", "Threes", "")]
+ACTIVE_STATES = {"starting", "connecting", "queued", "running", "downloading"}
+
+
+class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
+    key: StringProperty()
+    prompt: StringProperty()
+    state: StringProperty(default="starting")
+    stage: StringProperty()
+    message: StringProperty()
+    progress: FloatProperty(min=0, max=1, subtype="FACTOR")
+    eta: FloatProperty(default=-1)
+    backend_id: StringProperty()
+    out_dir: StringProperty(subtype="DIR_PATH")
+    object_name: StringProperty()
+    camera_name: StringProperty()
+    frame: IntProperty()
+    timing: IntProperty(default=2)
+    placement: StringProperty()  # JSON: where results go back (export.Placement)
+    layers: StringProperty()  # names of the imported layers, comma separated
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
+    prompt: StringProperty(name="Prompt", description="What should happen, e.g. 'the cat turns its head and meows'")
+    negative_prompt: StringProperty(name="Negative prompt")
+    motion: FloatProperty(
+        name="Motion", default=0.5, min=0, max=1, subtype="FACTOR", description="More motion, or closer to the drawing"
+    )
+    frames: IntProperty(name="Frames", default=10, min=2, max=32, description="Drawings to generate (trained on 16)")
+    timing: EnumProperty(name="Timing", items=TIMINGS, default="2")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    variants: IntProperty(name="Variants", default=1, min=1, max=8, description="Seeds seed, seed+1, … in one job")
+    steps: IntProperty(name="Steps", default=25, min=1, max=200)
+    guidance: FloatProperty(name="Guidance", default=9.0, min=0, max=30)
+    align: BoolProperty(name="Frame alignment", default=True, description="Paper's full method; several times slower")
+    tau_align: IntProperty(name="Align steps (τ1)", default=10, min=0, max=200)
+    tau_compose: IntProperty(name="Compose steps (τ2)", default=15, min=-1, max=200)
+    resolution: EnumProperty(
+        name="Resolution", items=[("256", "256", "Trained size"), ("384", "384", ""), ("512", "512", "")], default="256"
+    )
+    active_layer_only: BoolProperty(name="Active layer only", default=False)
+    show_advanced: BoolProperty(name="Advanced", default=False)
+    jobs: CollectionProperty(type=FLIPSKETCH_PG_job)
+
+    def params(self) -> dict:
+        size = int(self.resolution)
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "motion": self.motion,
+            "frames": self.frames,
+            "seed": self.seed,
+            "variants": self.variants,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "align": self.align,
+            "tau_align": self.tau_align,
+            "tau_compose": self.tau_compose,
+            "width": size,
+            "height": size,
+        }
+
+
+_classes = (FLIPSKETCH_PG_job, FLIPSKETCH_PG_settings)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.flipsketch = PointerProperty(type=FLIPSKETCH_PG_settings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.flipsketch
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)
