@@ -66,14 +66,6 @@ class Settings:
     device: str
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def connect(settings: Settings):
     """A client for a healthy server of our API version (starting one if managed)."""
     client_module = _client_module()
@@ -99,8 +91,14 @@ def _managed_client(settings: Settings, client_module):
     with _server_lock:
         if ready.is_file():
             info = json.loads(ready.read_text(encoding="utf-8"))
-            if _alive(info["pid"]):
-                return client_module.Client(info["url"], info["token"])
+            client = client_module.Client(info["url"], info["token"], timeout=5, retries=0)
+            ours = _server.get("process")
+            if ours is None or ours.poll() is None:
+                try:
+                    client.health()
+                    return client_module.Client(info["url"], info["token"])
+                except client_module.ClientError:
+                    pass
             ready.unlink(missing_ok=True)  # a server that died: start another
         if not Path(settings.python).is_file():
             raise BackendError("The backend is not installed. Open the add-on preferences and click Install backend.")

@@ -85,7 +85,13 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         ],
         default="auto",
     )
-    output_dir: bpy.props.StringProperty(name="Output folder", default="//flipsketch/", subtype="DIR_PATH")
+    output_dir: bpy.props.StringProperty(
+        name="Output folder",
+        description="Where results are written; '//' means next to the .blend file",
+        default="//flipsketch/",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
 
     def backend_dir(self) -> str:
         return bpy.path.abspath(self.backend_path) if self.backend_path else str(default_backend_dir())

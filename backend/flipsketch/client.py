@@ -8,6 +8,7 @@ what went wrong, and in `hint` what to do about it.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -130,15 +131,26 @@ class Client:
     def events(self, job_id: str, idle_timeout: float = 600.0) -> Iterator[dict[str, Any]]:
         """Server-sent events of one job until it ends: state changes and progress."""
         path = f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/events"
+        ended = False
         with self._open("GET", path, timeout=idle_timeout) as response:
             data: list[str] = []
-            for raw in response:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    yield json.loads("\n".join(data))
-                    data = []
+            try:
+                for raw in response:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        event = json.loads("\n".join(data))
+                        ended = event.get("state") in FINAL_STATES
+                        yield event
+                        data = []
+            except (OSError, http.client.HTTPException):
+                pass
+        if not ended:  # the server closes a stream only after a job's final state
+            raise ClientError(
+                f"Lost the connection to the FlipSketch server at {self.url} before the job ended.",
+                "The server may have stopped; try again.",
+            )
 
     def wait(self, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Follow a job's events to its end; return its final status."""

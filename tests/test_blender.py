@@ -1,0 +1,225 @@
+"""The extension in the real bpy module: export geometry, the Animate Sketch
+round trip through a managed backend, cancel, and every bad situation."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+import pytest
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "examples"))
+from scene import add_camera, add_drawing, addon_module, install_extension, pump_until_done
+
+FAST = dict(frames=4, steps=4, align=False, tau_compose=2)
+SQUARE = {  # a plus sign, radius in square-frame units
+    "schema": "flipsketch.strokes",
+    "version": 1,
+    "strokes": [
+        {"points": [[0.3, 0.5], [0.7, 0.5]], "radius": [0.01, 0.01]},
+        {"points": [[0.5, 0.3], [0.5, 0.7]], "radius": [0.01, 0.01]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory, tiny_model_dir: Path):
+    zip_path = tmp_path_factory.mktemp("zip") / "flipsketch.zip"
+    subprocess.run([sys.executable, ROOT / "build.py", "zip"], check=True, capture_output=True, cwd=ROOT)
+    zip_path.write_bytes((ROOT / "dist" / "flipsketch-0.1.0.zip").read_bytes())
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    install_extension(zip_path)
+    prefs = bpy.context.preferences.addons["bl_ext.user_default.flipsketch"].preferences
+    prefs.backend_python = sys.executable
+    prefs.backend_path = str(tmp_path_factory.mktemp("backend"))
+    prefs.model, prefs.model_subfolder = str(tiny_model_dir), ""
+    prefs.output_dir = str(tmp_path_factory.mktemp("results"))
+    yield prefs
+    addon_module("backend").stop_managed_server()
+
+
+@pytest.fixture
+def scene(addon):
+    bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)  # keeps the enabled extension
+    scene = bpy.context.scene
+    scene.flipsketch.prompt = "the cat meows"
+    for name, value in FAST.items():
+        setattr(scene.flipsketch, name, value)
+    return scene
+
+
+def _reference_square(world: np.ndarray, scene) -> np.ndarray:
+    """Blender's own world_to_camera_view, letterboxed into the square by hand."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    uv = np.array([world_to_camera_view(scene, scene.camera, Vector(p))[:2] for p in world])
+    aspect = scene.render.resolution_x / scene.render.resolution_y
+    fw, fh = (1.0, 1.0 / aspect) if aspect >= 1 else (aspect, 1.0)
+    return np.c_[0.5 + (uv[:, 0] - 0.5) * fw, 0.5 - (uv[:, 1] - 0.5) * fh]
+
+
+def _world_points(ob) -> np.ndarray:
+    gpencil = addon_module("gpencil")
+    layer = ob.data.layers["Lines"]
+    strokes = gpencil.read_strokes(layer, bpy.context.scene.frame_current)
+    matrix = np.array(ob.matrix_world @ layer.matrix_local)
+    return (np.c_[strokes.positions, np.ones(len(strokes.positions))] @ matrix.T)[:, :3]
+
+
+@pytest.mark.parametrize(
+    ("ortho", "resolution"), [(False, (1024, 1024)), (True, (1024, 1024)), (False, (1920, 1080)), (False, (720, 1280))]
+)
+def test_export_matches_blenders_camera_projection(scene, ortho: bool, resolution: tuple[int, int]) -> None:
+    scene.render.resolution_x, scene.render.resolution_y = resolution
+    add_camera(ortho=ortho)
+    ob = add_drawing(SQUARE)
+    ob.location = (0.3, 2.0, -0.4)  # off-centre and deeper: projection must follow the object transform
+    bpy.context.view_layer.update()
+    projection, export = addon_module("projection"), addon_module("export")
+    frame = projection.camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    strokes, placement = export.export_drawing(ob, scene.frame_current, frame)
+    got = np.concatenate([np.asarray(s["points"]) for s in strokes["strokes"]])
+    expected = _reference_square(_world_points(ob), scene)
+    assert np.abs(got - expected).max() * 256 < 0.01  # in pixels of the 256 px square
+    if resolution[0] != resolution[1]:  # letterboxed, not squashed: the plus stays a plus
+        arms = [np.ptp(np.asarray(s["points"]), axis=0).max() for s in strokes["strokes"]]
+        assert abs(arms[0] - arms[1]) < 1e-3
+    assert np.allclose(placement.normal, [0, 1, 0], atol=1e-6)
+
+
+def test_export_through_the_view_when_there_is_no_camera(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    projection, export = addon_module("projection"), addon_module("export")
+    through_camera = projection.camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    scene.camera = None
+    view = SimpleNamespace(perspective_matrix=through_camera.matrix)  # what a 3D view's region_data offers
+    frame = projection.view_frame(view, scene.render.resolution_x, scene.render.resolution_y)
+    strokes, _ = export.export_drawing(ob, scene.frame_current, frame)
+    expected = np.concatenate([np.asarray(s["points"]) for s in SQUARE["strokes"]])
+    got = np.concatenate([np.asarray(s["points"]) for s in strokes["strokes"]])
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_animate_sketch_round_trip(scene) -> None:
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    camera = add_camera()
+    ob = add_drawing(SQUARE)
+    scene.frame_set(1)
+    original = _world_points(ob).copy()
+    layers_before = [layer.name for layer in ob.data.layers]
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    job = scene.flipsketch.jobs[-1]
+    assert job.state == "imported", job.message
+    assert [layer.name for layer in ob.data.layers][: len(layers_before)] == layers_before
+    assert np.array_equal(_world_points(ob), original)  # the user's drawing is untouched
+
+    layer = ob.data.layers[job.layers]
+    assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7]  # 4 drawings on twos
+    empty = bpy.data.objects[job.layers]
+    assert empty.empty_display_type == "IMAGE" and empty.image_user.frame_start == 1
+    assert empty.image_user.frame_duration == 8
+    sequence = sorted((Path(job.out_dir) / "sequence").glob("seq_*.png"))
+    assert len(sequence) == 8 and sequence[1].read_bytes() == sequence[0].read_bytes()
+
+    # Imported strokes lie on the drawing's plane and re-project onto the traced pixels.
+    import json
+
+    traced = json.loads((Path(job.out_dir) / "strokes.json").read_text())["frames"]
+    projection = addon_module("projection")
+    frame = projection.camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    plane_point, normal = original.mean(axis=0), np.array([0.0, 1.0, 0.0])
+    gpencil = addon_module("gpencil")
+    for k, drawing in enumerate(traced):
+        strokes = gpencil.read_strokes(layer, 1 + 2 * k)
+        if not drawing["strokes"]:
+            continue
+        world = (np.c_[strokes.positions, np.ones(len(strokes.positions))] @ np.array(ob.matrix_world).T)[:, :3]
+        assert np.abs((world - plane_point) @ normal).max() < 1e-4
+        xy, _ = frame.to_square(world)
+        expected = np.concatenate([np.asarray(s["points"]) for s in drawing["strokes"]])
+        assert np.abs(xy - expected).max() * 256 < 0.05  # pixels
+    assert camera.name == job.camera_name
+    assert bpy.data.texts[f"FlipSketch {job.key}.json"].as_string().startswith("{")
+    assert addon_module("operators").pump_stats["longest_ms"] < 500
+
+
+def test_cancel_then_killed_backend_then_recovery(scene, addon) -> None:
+    add_camera()
+    add_drawing(SQUARE)
+    scene.flipsketch.steps = 200  # long enough to cancel while it runs
+    operators, backend = addon_module("operators"), addon_module("backend")
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    job = scene.flipsketch.jobs[-1]
+    deadline = time.time() + 300
+    while job.stage != "denoise":
+        operators.pump()
+        assert time.time() < deadline and job.state not in ("failed", "cancelled"), job.message
+        time.sleep(0.05)
+    assert bpy.ops.flipsketch.cancel(key=job.key) == {"FINISHED"}
+    pump_until_done()
+    assert job.state == "cancelled"
+
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    job = scene.flipsketch.jobs[-1]
+    while job.stage != "denoise":
+        operators.pump()
+        assert time.time() < deadline, job.message
+        time.sleep(0.05)
+    backend._server["process"].kill()  # the backend dies mid-job
+    pump_until_done()
+    assert job.state == "failed" and "Lost the connection" in job.message
+
+    scene.flipsketch.steps = 4
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}  # the next click starts a new backend
+    pump_until_done()
+    assert scene.flipsketch.jobs[-1].state == "imported", scene.flipsketch.jobs[-1].message
+
+
+def test_bad_situations_are_reported_and_change_nothing(scene, addon, tmp_path: Path) -> None:
+    assert not bpy.ops.flipsketch.animate.poll()  # no active Grease Pencil object
+    add_camera()
+    ob = add_drawing(SQUARE, frame=5)
+    scene.frame_set(1)  # before the first drawn frame
+    with pytest.raises(RuntimeError, match="nothing drawn at frame 1"):
+        bpy.ops.flipsketch.animate()
+    scene.frame_set(5)
+    ob.location = (50.0, 0.0, 0.0)  # outside the camera frame
+    bpy.context.view_layer.update()
+    with pytest.raises(RuntimeError, match="outside the camera frame"):
+        bpy.ops.flipsketch.animate()
+    ob.location = (0.0, 0.0, 0.0)
+    bpy.context.view_layer.update()
+
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    saved_output, addon.output_dir = addon.output_dir, str(blocked / "out")
+    with pytest.raises(RuntimeError, match="Cannot write to the output folder"):
+        bpy.ops.flipsketch.animate()
+    addon.output_dir = "//flipsketch/"  # unsaved .blend: falls back to a temp folder
+    result = bpy.ops.flipsketch.animate()
+    assert result == {"FINISHED"} and "flipsketch" in scene.flipsketch.jobs[-1].out_dir
+    pump_until_done()
+    addon.output_dir = saved_output
+
+    saved_python, addon.backend_python = addon.backend_python, str(tmp_path / "no-python")
+    addon_module("backend").stop_managed_server()
+    (Path(addon.backend_path) / "server" / "server.json").unlink(missing_ok=True)
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    assert "not installed" in scene.flipsketch.jobs[-1].message
+    addon.backend_python = saved_python
+
+    addon.backend_mode, addon.remote_url = "REMOTE", "http://127.0.0.1:9"  # nothing listens there
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    assert scene.flipsketch.jobs[-1].state == "failed" and "Cannot reach" in scene.flipsketch.jobs[-1].message
+    addon.backend_mode = "LOCAL"
+    assert len(ob.data.layers) == 2  # only the one successful import added a layer
