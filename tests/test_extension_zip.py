@@ -59,8 +59,18 @@ def test_zip_installs_and_registers_in_blender(extension_zip: Path) -> None:
     assert result == {"FINISHED"}
     try:
         assert module in bpy.context.preferences.addons
-        prefs = bpy.context.preferences.addons[module].preferences
-        assert prefs.model == "Hmrishav/t2v_sketch-lora" and prefs.output_dir == "//flipsketch/"
+        defaults = bpy.context.preferences.addons[module].preferences.bl_rna.properties
+        assert defaults["model"].default == "Hmrishav/t2v_sketch-lora"
+        assert defaults["output_dir"].default == "//flipsketch/"
+        assert hasattr(bpy.types, "FLIPSKETCH_PT_main") and hasattr(bpy.ops.flipsketch, "animate")
     finally:
         addon_utils.disable(module, default_set=True)
     assert module not in bpy.context.preferences.addons
+    assert not hasattr(bpy.types, "FLIPSKETCH_PT_main")  # unregistered cleanly
+    repos = bpy.context.preferences.extensions.repos
+    index = next(i for i, repo in enumerate(repos) if repo.module == "user_default")
+    directory = bpy.utils.user_resource("EXTENSIONS", path="user_default")
+    assert bpy.ops.extensions.package_uninstall(repo_directory=directory, repo_index=index, pkg_id="flipsketch") == {
+        "FINISHED"
+    }
+    assert not Path(directory, "flipsketch").exists()

@@ -205,8 +205,8 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
                     event = log[sent]
                     sent += 1
                     yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-                if job.state in FINAL and sent >= len(log):
-                    return
+                    if event["type"] == "state" and event["state"] in FINAL:
+                        return  # decided by the event itself: no race with the worker
                 await asyncio.sleep(0.05)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
