@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "backend"))
-from flipsketch_setup import install_backend, pyproject_hash, torch_index  # noqa: E402  (stdlib-only, beside the backend)
+from flipsketch_setup import install_backend, pyproject_hash, torch_index, venv_python  # noqa: E402  (stdlib-only, beside the backend)
 
 VENV = ROOT / ".venv"
 BACKEND = ROOT / "backend"
@@ -52,10 +52,6 @@ def run(cmd: list[str | Path], **kwargs: object) -> None:
         sys.exit(result.returncode)
 
 
-def venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
 def setup() -> Path:
     """Create or repair .venv; skip all work when the stamp matches."""
     if sys.version_info[:2] != (3, 11):
@@ -68,21 +64,23 @@ def setup() -> Path:
         "torch": label,
         "python": platform.python_version(),
     }
-    if STAMP.is_file() and venv_python().is_file():
+    if STAMP.is_file() and venv_python(VENV).is_file():
         try:
             if json.loads(STAMP.read_text()) == wanted:
                 say("environment up to date (.venv)")
-                return venv_python()
+                return venv_python(VENV)
         except ValueError:
             pass
-    if not venv_python().is_file():
+    if not venv_python(VENV).is_file():
         say("creating .venv")
         run([sys.executable, "-m", "venv", VENV])
     STAMP.unlink(missing_ok=True)
     say(f"installing backend and test tools; torch: {label}")
-    run([venv_python(), "-m", "pip", "install", "--disable-pip-version-check", *index_args, "-e", f"{BACKEND}[dev]"])
+    run(
+        [venv_python(VENV), "-m", "pip", "install", "--disable-pip-version-check", *index_args, "-e", f"{BACKEND}[dev]"]
+    )
     STAMP.write_text(json.dumps(wanted, indent=2))
-    return venv_python()
+    return venv_python(VENV)
 
 
 def cmd_test(extra: list[str]) -> None:

@@ -5,7 +5,6 @@ way a user installs it (Blender's extension installer, from the built zip).
 Import this only in a process that may import bpy (the bpy wheel, headless).
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -85,7 +84,3 @@ def pump_until_done(timeout_s: float = 900.0) -> None:
             raise TimeoutError("the FlipSketch job did not finish")
         time.sleep(0.05)
     operators.pump()
-
-
-def job_summary(job) -> str:
-    return json.dumps({"state": job.state, "message": job.message, "layers": job.layers, "out_dir": job.out_dir})

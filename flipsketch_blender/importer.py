@@ -98,7 +98,7 @@ def prepare_results(results: Path, timing: int) -> dict:
     run record and traced strokes, and lay out the held image sequences."""
     record = json.loads((results / "run.json").read_text(encoding="utf-8"))
     variants = []
-    for sub, seed in zip(sorted(record["files"]), record["seeds"], strict=True):
+    for sub, seed in zip(record["files"], record["seeds"], strict=True):  # written in seed order
         folder = results / sub
         traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
         variants.append({"seed": seed, "traced": traced, "first": str(hold_sequence(folder, timing))})

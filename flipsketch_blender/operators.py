@@ -84,6 +84,10 @@ def pump() -> float:
             key, kind, data = backend.messages.get_nowait()
         except queue.Empty:
             break
+        if kind == "diagnostics":
+            text = bpy.data.texts.get("FlipSketch diagnostics") or bpy.data.texts.new("FlipSketch diagnostics")
+            text.from_string(data["text"])
+            continue
         job = find_job(key)
         if job is None:
             continue

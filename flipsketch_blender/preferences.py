@@ -48,6 +48,42 @@ class FLIPSKETCH_OT_install_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class FLIPSKETCH_OT_diagnostics(bpy.types.Operator):
+    """Collect what is needed to report a problem into the text block 'FlipSketch diagnostics'"""
+
+    bl_idname = "flipsketch.diagnostics"
+    bl_label = "Collect Diagnostics"
+
+    def execute(self, context):
+        from .operators import backend_settings, ensure_pump
+
+        settings = backend_settings(context)
+        report = [
+            f"Blender {bpy.app.version_string}, add-on {__package__}",
+            f"backend: {settings.mode} {settings.url if settings.mode == 'REMOTE' else settings.python}",
+            f"model: {settings.model} {settings.subfolder}, device: {settings.device}",
+        ]
+        log = Path(settings.state_dir) / "server.log"
+
+        def work() -> None:
+            lines = list(report)
+            if Path(settings.python).is_file():
+                doctor = subprocess.run(
+                    [settings.python, "-m", "flipsketch.cli", "doctor"], capture_output=True, text=True, timeout=300
+                )
+                lines += ["", "flipsketch doctor:", doctor.stdout + doctor.stderr]
+            else:
+                lines += ["", f"backend not installed ({settings.python} missing)"]
+            if log.is_file():
+                lines += ["", f"last lines of {log}:", *log.read_text(errors="replace").splitlines()[-40:]]
+            backend.messages.put(("", "diagnostics", {"text": "\n".join(lines)}))
+
+        threading.Thread(target=work, daemon=True).start()
+        ensure_pump()
+        self.report({"INFO"}, "Collecting diagnostics into the text block 'FlipSketch diagnostics'…")
+        return {"FINISHED"}
+
+
 class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -118,9 +154,10 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         box.label(text=LICENCE_NOTE, icon="ERROR")
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
+        layout.operator("flipsketch.diagnostics", icon="TEXT")
 
 
-_classes = (FLIPSKETCH_OT_install_backend, FLIPSKETCH_AP_preferences)
+_classes = (FLIPSKETCH_OT_install_backend, FLIPSKETCH_OT_diagnostics, FLIPSKETCH_AP_preferences)
 
 
 def register() -> None:

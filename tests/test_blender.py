@@ -223,3 +223,14 @@ def test_bad_situations_are_reported_and_change_nothing(scene, addon, tmp_path: 
     assert scene.flipsketch.jobs[-1].state == "failed" and "Cannot reach" in scene.flipsketch.jobs[-1].message
     addon.backend_mode = "LOCAL"
     assert len(ob.data.layers) == 2  # only the one successful import added a layer
+
+
+def test_collect_diagnostics_fills_a_text_block(scene, addon) -> None:
+    assert bpy.ops.flipsketch.diagnostics() == {"FINISHED"}
+    operators, deadline = addon_module("operators"), time.time() + 120
+    while "FlipSketch diagnostics" not in bpy.data.texts:
+        operators.pump()
+        assert time.time() < deadline, "no diagnostics"
+        time.sleep(0.1)
+    text = bpy.data.texts["FlipSketch diagnostics"].as_string()
+    assert "Blender 4.5" in text and "flipsketch doctor:" in text and "CPU only" in text

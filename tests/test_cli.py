@@ -23,20 +23,17 @@ def flipsketch(*args: str | Path, env: dict[str, str] | None = None) -> subproce
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
 
 
+def animate_cat(model: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """The example sketch through `flipsketch animate` with small, fast settings."""
+    return flipsketch(
+        "animate", ROOT / "examples" / "cat.png", "--prompt", "the cat meows", "--model", model, "--out", out, *FAST
+    )
+
+
 @pytest.fixture(scope="module")
 def animated(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "cat"
-    result = flipsketch(
-        "animate",
-        ROOT / "examples" / "cat.png",
-        "--prompt",
-        "the cat meows",
-        "--model",
-        tiny_model_dir,
-        "--out",
-        out,
-        *FAST,
-    )
+    result = animate_cat(tiny_model_dir, out)
     assert result.returncode == 0, result.stderr
     assert "tiny random test model" in result.stderr  # never passed off as a real animation
     return out
@@ -71,17 +68,7 @@ def test_run_json_records_how_to_reproduce(animated: Path, tiny_model_dir: Path)
 
 def test_same_seed_gives_identical_files(animated: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    result = flipsketch(
-        "animate",
-        ROOT / "examples" / "cat.png",
-        "--prompt",
-        "the cat meows",
-        "--model",
-        tiny_model_dir,
-        "--out",
-        again,
-        *FAST,
-    )
+    result = animate_cat(tiny_model_dir, again)
     assert result.returncode == 0, result.stderr
     for frame in sorted(animated.glob("frame_*.png")):
         assert (again / frame.name).read_bytes() == frame.read_bytes()

@@ -238,3 +238,15 @@ def test_port_in_use_is_a_clear_error(server: Server) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "Another program uses that port" in result.stderr
+
+
+def test_delete_removes_a_job_and_its_files(server: Server) -> None:
+    job = server.client.wait(server.client.submit(FAST, sketch_png=PNG)["id"])
+    jobs_folder = server.ready.parent / "jobs"
+    assert (jobs_folder / job["id"] / "result").is_dir()
+    server.client.delete(job["id"])
+    with pytest.raises(ClientError) as info:
+        server.client.job(job["id"])
+    assert info.value.status == 404 and job["id"] not in [j["id"] for j in server.client.jobs()]
+    assert raw(server, "GET", f"/v1/jobs/{job['id']}/files/run.json")[0] == 404
+    assert not (jobs_folder / job["id"]).exists()

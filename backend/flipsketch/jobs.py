@@ -188,6 +188,10 @@ class Worker(threading.Thread):
         return self.model
 
     def run(self) -> None:
+        try:  # warm up: the first job should not pay for loading the model
+            self.model = load_model(self.default_model, dtype=self.dtype, device=self.device)
+        except FlipSketchError as exc:  # jobs will report it; the server stays up
+            log.warning("default model not loaded: %s", exc)
         while not self.stopping.is_set():
             try:
                 job_id = self.store.pending.get(timeout=0.2)
@@ -201,6 +205,8 @@ class Worker(threading.Thread):
                 self.run_job(job)
             finally:
                 self.current = None
+                if job.id not in self.store.jobs:  # deleted while it ran
+                    shutil.rmtree(self.store.folder(job.id), ignore_errors=True)
 
     def run_job(self, job: Job) -> None:
         import torch

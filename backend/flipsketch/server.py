@@ -32,7 +32,7 @@ from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.jobs import FINAL, Job, JobStore, Worker
 from flipsketch.models import ModelSource, source_from
 from flipsketch.params import MAX_FRAMES, AnimateParams
-from flipsketch.sketch import fit_to_frame, load_image, normalise_drawing, rasterize_strokes
+from flipsketch.sketch import prepare_image, rasterize_strokes
 
 API_VERSION = 1
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
@@ -67,8 +67,7 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
                 data = base64.b64decode(body["sketch_png"], validate=True)
             except (binascii.Error, ValueError):
                 raise InputError("'sketch_png' is not valid base64.", "Encode the PNG bytes with base64.") from None
-            gray = normalise_drawing(load_image(data))
-            sketch = fit_to_frame(gray, params.width, params.height)
+            sketch = prepare_image(data, params.width, params.height)
         else:
             sketch = rasterize_strokes(body["strokes"], params.width, params.height)
     except InputError as exc:
