@@ -154,7 +154,7 @@ def test_animate_sketch_round_trip(scene) -> None:
 def test_cancel_then_killed_backend_then_recovery(scene, addon) -> None:
     add_camera()
     add_drawing(SQUARE)
-    scene.flipsketch.steps = 200  # long enough to cancel while it runs
+    scene.flipsketch.steps = 60  # long enough to cancel while it runs
     operators, backend = addon_module("operators"), addon_module("backend")
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     job = scene.flipsketch.jobs[-1]

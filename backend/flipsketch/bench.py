@@ -57,7 +57,8 @@ def build_model(size: str, folder: Path, dtype: torch.dtype, device: str) -> Ske
 
 
 class PeakMemory:
-    """Peak memory of one workload: CUDA allocator peak, or sampled process RSS."""
+    """Peak memory of one workload: CUDA allocator peak, or the process's peak
+    resident memory while it ran (model and warm-up allocations included)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -72,11 +73,10 @@ class PeakMemory:
         import psutil
 
         process = psutil.Process()
-        base = process.memory_info().rss
 
-        def sample() -> None:
+        def sample() -> None:  # the process's resident memory, sampled every 10 ms
             while not self._stop.wait(0.01):
-                self.peak = max(self.peak, process.memory_info().rss - base)
+                self.peak = max(self.peak, process.memory_info().rss)
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
