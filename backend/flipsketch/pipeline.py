@@ -22,7 +22,6 @@ per call, so alignment updates smaller than bf16 resolution are not lost.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,9 +287,7 @@ def animate(
     cancel: CancelToken | None = None,
 ) -> Animation:
     """Animate `sketch` (a prepared line drawing) as described by `params`."""
-    sampler = FlipSketchSampler(model, params, progress, cancel)
-    for note in sampler.notes:
-        warnings.warn(note, stacklevel=2)
+    sampler = FlipSketchSampler(model, params, progress, cancel)  # notes (e.g. >16 frames) go to stats
     started = time.perf_counter()
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
