@@ -32,47 +32,41 @@ def _create_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _animate(args: argparse.Namespace) -> int:
+# CLI switches that turn a parameter off (or on), and the parameter they set.
+_SWITCHES = {
+    "no_align": ("align", False),
+    "no_compose_spatial": ("compose_spatial", False),
+    "no_compose_temporal": ("compose_temporal", False),
+    "no_binarize": ("binarize", False),
+    "released_input_range": ("released_input_range", True),
+}
+
+
+def _given_params(args: argparse.Namespace) -> dict:
+    """Only the parameters the user typed (options default to None), so that
+    `extend` can fall back to the parent clip's values and `animate` to the paper's."""
+    from dataclasses import fields
+
+    from flipsketch.params import AnimateParams
+
+    given = {f.name: getattr(args, f.name) for f in fields(AnimateParams) if getattr(args, f.name, None) is not None}
+    given.update(value for switch, value in _SWITCHES.items() if getattr(args, switch))
+    return given
+
+
+def _generate(args: argparse.Namespace, params, sketch, source):
+    """Load the model, run the sampler with a terminal progress bar."""
     from tqdm import tqdm
 
-    from flipsketch.models import load_model, pick_device, pick_dtype, source_from
-    from flipsketch.outputs import write_animation
-    from flipsketch.params import AnimateParams
+    from flipsketch.models import load_model, pick_device, pick_dtype
     from flipsketch.pipeline import animate
     from flipsketch.progress import ProgressEvent
-    from flipsketch.sketch import read_sketch
     from flipsketch.tiny_model import TINY_NOTICE
 
-    params = AnimateParams(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        frames=args.frames,
-        steps=args.steps,
-        guidance=args.guidance,
-        motion=args.motion,
-        seed=args.seed,
-        variants=args.variants,
-        tau_align=args.tau_align,
-        tau_compose=args.tau_compose,
-        align=not args.no_align,
-        align_iters=args.align_iters,
-        align_lr=args.align_lr,
-        align_tol=args.align_tol,
-        compose_spatial=not args.no_compose_spatial,
-        compose_temporal=not args.no_compose_temporal,
-        width=args.width,
-        height=args.height,
-        released_input_range=args.released_input_range,
-        binarize=not args.no_binarize,
-        output_size=args.output_size,
-    )
     for note in params.validate():
         print(f"warning: {note}", file=sys.stderr)
-    sketch = read_sketch(args.sketch, params.width, params.height)
     device = pick_device(args.device)
-    model = load_model(
-        source_from(args.model, args.subfolder, args.revision), dtype=pick_dtype(args.dtype, device), device=device
-    )
+    model = load_model(source, dtype=pick_dtype(args.dtype, device), device=device)
     if model.is_tiny_random:
         print(TINY_NOTICE, file=sys.stderr)
     with tqdm(total=1000, unit="‰", bar_format="{desc:<8} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
@@ -81,41 +75,95 @@ def _animate(args: argparse.Namespace) -> int:
             bar.set_description_str(event.stage, refresh=False)
             bar.update(round(event.fraction * 1000) - bar.n)
 
-        animation = animate(model, sketch, params, progress=show)
-    out = write_animation(animation, model, args.out, sketch, fps=args.fps, overwrite=args.overwrite)
+        return model, animate(model, sketch, params, progress=show)
+
+
+def _animate(args: argparse.Namespace) -> int:
+    from flipsketch.models import source_from
+    from flipsketch.outputs import write_animation
+    from flipsketch.params import AnimateParams
+    from flipsketch.sketch import read_sketch
+
+    params = AnimateParams.from_dict(_given_params(args))
+    sketch = read_sketch(args.sketch, params.width, params.height)
+    model, animation = _generate(args, params, sketch, source_from(args.model, args.subfolder, args.revision))
+    out = write_animation(animation, model, args.out, sketch, fps=args.fps or 10, overwrite=args.overwrite)
     print(f"Wrote {out} ({params.frames} frames × {params.variants} variant(s), {animation.stats['total_s']:.1f} s)")
     return 0
 
 
-def _add_animate_options(parser: argparse.ArgumentParser) -> None:
-    defaults = _defaults()
-    parser.add_argument("--prompt", required=True, help="what should happen, e.g. 'the cat turns its head'")
-    parser.add_argument("--negative-prompt", default=defaults.negative_prompt)
+def _extend(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from flipsketch.errors import InputError
+    from flipsketch.models import ModelSource, source_from
+    from flipsketch.outputs import write_animation
+    from flipsketch.params import AnimateParams
+    from flipsketch.sketch import prepare_reference
+
+    parent = Path(args.parent)
+    try:
+        record = json.loads((parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"'{parent}' is not a FlipSketch result ({exc}).", "Pass a folder written by animate/extend."
+        ) from None
+    seed = args.variant if args.variant is not None else record["seeds"][0]
+    if seed not in record["seeds"]:
+        raise InputError(f"'{parent}' has no variant with seed {seed}.", f"Choose one of {record['seeds']}.")
+    sub = "." if len(record["seeds"]) == 1 else f"variant_{seed}"
+    last = sorted((parent / sub).glob("frame_*.png"))[-1]
+    inherited = {k: v for k, v in record["params"].items() if k != "lambda"}
+    params = AnimateParams.from_dict({**inherited, "seed": seed, "variants": 1, **_given_params(args)})
+    sketch = prepare_reference(last, params.width, params.height)
+    model_record = record["model"]
+    source = (
+        source_from(args.model, args.subfolder, args.revision)
+        if args.model
+        else ModelSource(model_record["name"], model_record["subfolder"], model_record["revision"])
+    )
+    model, animation = _generate(args, params, sketch, source)
+    first = int(last.stem.split("_")[1]) + 1
+    extra = {"parent": {"folder": str(parent.resolve()), "seed": seed, "frame": last.name}, "first_frame_index": first}
+    out = write_animation(
+        animation.as_segment(), model, args.out, sketch, args.fps or record["fps"], args.overwrite, first, extra
+    )
+    print(f"Wrote {out}: frames {first}..{first + params.frames - 2} continue {parent} after {last.name}")
+    return 0
+
+
+def _add_animate_options(parser: argparse.ArgumentParser, prompt_required: bool) -> None:
+    """Animation options; unset ones stay None (see _given_params)."""
+    d = _defaults()
+    parser.add_argument("--prompt", required=prompt_required, help="what should happen, e.g. 'the cat turns its head'")
+    parser.add_argument("--negative-prompt")
     parser.add_argument("--model", help="Hugging Face id or folder (default: $FLIPSKETCH_MODEL or the published model)")
     parser.add_argument("--subfolder", help="folder inside the model repository")
     parser.add_argument("--revision", help="model repository revision")
-    parser.add_argument("--frames", type=int, default=defaults.frames)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--guidance", type=float, default=defaults.guidance)
-    parser.add_argument("--motion", type=float, default=defaults.motion, help="0..1; higher = more motion (λ = 1 − m)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--variants", type=int, default=defaults.variants, help="seeds seed..seed+n-1 in one batch")
-    parser.add_argument("--tau-align", type=int, default=defaults.tau_align, help="align at step indices < this")
-    parser.add_argument("--tau-compose", type=int, default=defaults.tau_compose, help="compose at step indices <= this")
-    parser.add_argument("--no-align", action="store_true", help="skip iterative frame alignment (much faster)")
-    parser.add_argument("--align-iters", type=int, default=defaults.align_iters)
-    parser.add_argument("--align-lr", type=float, default=defaults.align_lr)
-    parser.add_argument("--align-tol", type=float, default=defaults.align_tol, help="early stop (relative loss gain)")
+    parser.add_argument("--frames", type=int, help=f"frames to generate (default {d.frames}; trained on 16)")
+    parser.add_argument("--steps", type=int, help=f"DDIM steps (default {d.steps})")
+    parser.add_argument("--guidance", type=float, help=f"classifier-free guidance (default {d.guidance})")
+    parser.add_argument("--motion", type=float, help=f"0..1, higher = more motion, λ = 1 − m (default {d.motion})")
+    parser.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    parser.add_argument("--variants", type=int, help="seeds seed..seed+n-1 in one batch (default 1)")
+    parser.add_argument("--tau-align", type=int, help=f"align at step indices < this (default {d.tau_align})")
+    parser.add_argument("--tau-compose", type=int, help=f"compose at step indices <= this (default {d.tau_compose})")
+    parser.add_argument("--no-align", action="store_true", help="skip iterative frame alignment (about 6x faster)")
+    parser.add_argument("--align-iters", type=int, help=f"Adam iterations per step (default {d.align_iters})")
+    parser.add_argument("--align-lr", type=float, help=f"Adam learning rate (default {d.align_lr})")
+    parser.add_argument("--align-tol", type=float, help="early stop when the loss improves by less (relative)")
     parser.add_argument("--no-compose-spatial", action="store_true", help="ablation: no spatial composition")
     parser.add_argument("--no-compose-temporal", action="store_true", help="ablation: no temporal composition")
-    parser.add_argument("--width", type=int, default=defaults.width)
-    parser.add_argument("--height", type=int, default=defaults.height)
+    parser.add_argument("--width", type=int, help=f"generation width (default {d.width})")
+    parser.add_argument("--height", type=int, help=f"generation height (default {d.height})")
     parser.add_argument("--released-input-range", action="store_true", help="feed the VAE [0,1] like the released code")
     parser.add_argument("--no-binarize", action="store_true", help="keep gray frames (no Otsu threshold)")
     parser.add_argument("--output-size", type=int, help="longer side of the saved frames in pixels")
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--fps", type=int, help="preview frame rate (default 10)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
 def _add_bench_options(parser: argparse.ArgumentParser) -> None:
@@ -198,9 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     anim = commands.add_parser("animate", help="animate a sketch (image or stroke JSON) from a motion prompt")
     anim.add_argument("sketch", help="image file (PNG, JPEG, …) or flipsketch.strokes JSON")
     anim.add_argument("--out", required=True, help="output folder (written atomically)")
-    anim.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    _add_animate_options(anim)
+    _add_animate_options(anim, prompt_required=True)
     anim.set_defaults(func=_animate)
+
+    ext = commands.add_parser("extend", help="continue a clip from its last frame (a new segment)")
+    ext.add_argument("parent", help="a folder written by animate or extend")
+    ext.add_argument("--out", required=True, help="output folder for the new segment")
+    ext.add_argument("--variant", type=int, help="seed of the parent's variant to continue (default: its first)")
+    _add_animate_options(ext, prompt_required=False)
+    ext.set_defaults(func=_extend)
 
     serve = commands.add_parser("serve", help="run the HTTP server that Blender and scripts submit jobs to")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")

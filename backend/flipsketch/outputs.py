@@ -92,11 +92,12 @@ def contact_sheet(frames: list[Image.Image], columns: int = 5, gap: int = 4) -> 
     return sheet
 
 
-def write_clip(frames: list[Image.Image], folder: Path, fps: int) -> list[str]:
-    """One variant's files (frames, previews, traced strokes); returns their names."""
+def write_clip(frames: list[Image.Image], folder: Path, fps: int, first_index: int = 0) -> list[str]:
+    """One variant's files (frames, previews, traced strokes); returns their names.
+    Frame files are numbered from `first_index` (an extension continues its parent)."""
     folder.mkdir(parents=True, exist_ok=True)
     names = []
-    for i, frame in enumerate(frames):
+    for i, frame in enumerate(frames, start=first_index):
         name = f"frame_{i:04d}.png"
         frame.save(folder / name)
         names.append(name)
@@ -165,17 +166,20 @@ def write_animation(
     sketch: Image.Image,
     fps: int = DEFAULT_FPS,
     overwrite: bool = False,
+    first_index: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write all outputs of `animation` to `out` atomically; return `out`.
 
-    One variant goes straight into `out`; several go into `variant_<seed>/`."""
+    One variant goes straight into `out`; several go into `variant_<seed>/`.
+    `extra` is merged into run.json (an extension's parent segment)."""
     out = Path(out)
     with atomic_folder(out, overwrite) as folder:
         sketch.save(folder / "sketch.png")
         files: dict[str, list[str]] = {}
         for seed, frames in zip(animation.seeds(), animation.frames, strict=True):
             sub = "." if len(animation.frames) == 1 else f"variant_{seed}"
-            files[sub] = write_clip(frames, folder / sub, fps)
-        record = run_record(animation, model, fps, files)
+            files[sub] = write_clip(frames, folder / sub, fps, first_index)
+        record = {**run_record(animation, model, fps, files), **(extra or {})}
         (folder / "run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     return out

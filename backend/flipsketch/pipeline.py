@@ -46,6 +46,11 @@ class Animation:
     def seeds(self) -> list[int]:
         return [self.params.seed + k for k in range(self.params.variants)]
 
+    def as_segment(self) -> Animation:
+        """The clip as the continuation of another: its frame 0 re-creates the
+        parent's last frame (the reference), so it is dropped at the join."""
+        return Animation([frames[1:] for frames in self.frames], self.params, self.stats)
+
 
 def ddim_move(x: torch.Tensor, eps: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor) -> torch.Tensor:
     """Move a latent between noise levels along the DDIM (η = 0) path.

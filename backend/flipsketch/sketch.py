@@ -118,6 +118,13 @@ def prepare_image(source: str | Path | bytes, width: int = 256, height: int = 25
     return fit_to_frame(normalise_drawing(load_image(source)), width, height)
 
 
+def prepare_reference(source: str | Path | bytes, width: int = 256, height: int = 256) -> Image.Image:
+    """A previous clip's frame as the reference of an extension: used exactly as
+    it is (no margin, no re-fitting), so chained extensions cannot drift."""
+    gray = normalise_drawing(load_image(source), detect_inverted=False)
+    return gray if gray.size == (width, height) else gray.resize((width, height), Image.Resampling.LANCZOS)
+
+
 def _stroke_error(index: int, problem: str) -> InputError:
     return InputError(f"Stroke {index}: {problem}.", "Send strokes in the flipsketch.strokes schema (see sketch.py).")
 
