@@ -137,7 +137,7 @@ def stop_managed_server() -> None:
     _server.clear()
 
 
-def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing: int) -> None:
+def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing: int, append_to) -> None:
     active = _active[key]
 
     def post(kind: str, **data) -> None:
@@ -169,7 +169,7 @@ def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing:
         client.download(job_id, out_dir)
         from .importer import prepare_results  # file work only; bpy data is touched in pump()
 
-        post("done", prepared=prepare_results(out_dir, timing))
+        post("done", prepared=prepare_results(out_dir, timing, append_to))
     except BackendError as exc:
         post("state", state="failed", message=str(exc))
     except Exception as exc:  # the client's errors and anything unexpected: show, never crash Blender
@@ -178,9 +178,13 @@ def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing:
         _active.pop(key, None)
 
 
-def start_job(key: str, settings: Settings, request: dict, out_dir: Path, timing: int) -> None:
+def start_job(
+    key: str, settings: Settings, request: dict, out_dir: Path, timing: int, append_to: tuple[str, int] | None = None
+) -> None:
+    """Run a job in a thread; `append_to` = (image sequence folder, next number) for an extension."""
     _active[key] = {"cancel": threading.Event()}
-    thread = threading.Thread(target=_run_job, args=(key, settings, request, out_dir, timing), name=f"flipsketch-{key}")
+    args = (key, settings, request, out_dir, timing, append_to)
+    thread = threading.Thread(target=_run_job, args=args, name=f"flipsketch-{key}")
     thread.daemon = True
     thread.start()
 

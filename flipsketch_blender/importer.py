@@ -16,18 +16,18 @@ from .export import Placement
 from .gpencil import write_strokes
 
 
-def hold_sequence(folder: Path, timing: int) -> Path:
-    """frame_0000.png… -> sequence/seq_0001.png… with each frame held `timing`
-    scene frames (image sequences play one file per scene frame)."""
-    frames = sorted(folder.glob("frame_*.png"))
-    sequence = folder / "sequence"
+def hold_sequence(folder: Path, timing: int, sequence: Path | None = None, first_number: int = 1) -> Path:
+    """frame_*.png -> seq_NNNN.png with each frame held `timing` scene frames
+    (image sequences play one file per scene frame). An extension appends to
+    its parent's `sequence` folder, continuing the numbering."""
+    sequence = sequence or folder / "sequence"
     sequence.mkdir(exist_ok=True)
-    number = 1
-    for frame in frames:
+    number = first_number
+    for frame in sorted(folder.glob("frame_*.png")):
         for _ in range(timing):
             shutil.copyfile(frame, sequence / f"seq_{number:04d}.png")
             number += 1
-    return sequence / "seq_0001.png"
+    return sequence / f"seq_{first_number:04d}.png"
 
 
 def _square_basis(placement: Placement) -> tuple[np.ndarray, float]:
@@ -71,10 +71,9 @@ def _ink_material(ob) -> int:
     return 0
 
 
-def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, placement: Placement):
-    """Traced strokes -> keyframes on a new layer, on the drawing's plane."""
+def write_traced(ob, layer, traced: dict, first_frame: int, timing: int, placement: Placement) -> None:
+    """Traced strokes -> keyframes on `layer` from `first_frame`, on the drawing's plane."""
     frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
-    layer = ob.data.layers.new(name, set_active=False)
     to_local = np.linalg.inv(np.array(ob.matrix_world @ layer.matrix_local))
     _, side = _square_basis(placement)
     scale = float(np.cbrt(abs(np.linalg.det(to_local[:3, :3]))))
@@ -82,27 +81,41 @@ def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, place
     for k, drawing in enumerate(traced["frames"]):
         strokes = drawing["strokes"]
         if not strokes:
-            write_strokes(layer, start + k * timing, [], [], material)
+            write_strokes(layer, first_frame + k * timing, [], [], material)
             continue
         lengths = np.cumsum([len(stroke["points"]) for stroke in strokes])[:-1]
         xy = np.concatenate([np.asarray(stroke["points"], dtype=np.float64) for stroke in strokes])
         world = frame.on_plane(xy, point, normal)  # one projection per frame, not per stroke
         local = (np.c_[world, np.ones(len(world))] @ to_local.T)[:, :3]
         radius = np.concatenate([np.asarray(stroke["radius"], dtype=np.float64) for stroke in strokes]) * side * scale
-        write_strokes(layer, start + k * timing, np.split(local, lengths), np.split(radius, lengths), material)
+        write_strokes(layer, first_frame + k * timing, np.split(local, lengths), np.split(radius, lengths), material)
+
+
+def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, placement: Placement):
+    """A new layer holding the traced clip from frame `start`."""
+    layer = ob.data.layers.new(name, set_active=False)
+    write_traced(ob, layer, traced, start, timing, placement)
     return layer
 
 
-def prepare_results(results: Path, timing: int) -> dict:
+def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | None = None) -> dict:
     """File work for an import, done in the job's thread (no bpy): read the
-    run record and traced strokes, and lay out the held image sequences."""
+    run record and traced strokes, and lay out the held image sequences.
+    `append_to` = (parent sequence folder, next file number) for an extension."""
     record = json.loads((results / "run.json").read_text(encoding="utf-8"))
     variants = []
     for sub, seed in zip(record["files"], record["seeds"], strict=True):  # written in seed order
         folder = results / sub
         traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
-        variants.append({"seed": seed, "traced": traced, "first": str(hold_sequence(folder, timing))})
+        sequence, number = (Path(append_to[0]), append_to[1]) if append_to else (None, 1)
+        variants.append({"seed": seed, "traced": traced, "first": str(hold_sequence(folder, timing, sequence, number))})
     return {"record": record, "variants": variants}
+
+
+def _record_job(job, layers: list[str], placement: Placement, prepared: dict) -> None:
+    text = bpy.data.texts.new(f"FlipSketch {job.key}.json")
+    summary = {"job": job.key, "parent": job.parent_key or None, "layers": layers, "placement": placement.to_json()}
+    text.write(json.dumps({**summary, "run": prepared["record"]}, indent=2))
 
 
 def import_results(job, ob, camera, prepared: dict) -> list[str]:
@@ -117,8 +130,22 @@ def import_results(job, ob, camera, prepared: dict) -> list[str]:
         count = len(variant["traced"]["frames"]) * job.timing
         empty = add_image_sequence(label, Path(variant["first"]), count, job.frame, placement, camera)
         empty.hide_viewport = index > 0
+        if index == 0:
+            job.sequence_object = empty.name
         layers.append(layer.name)
-    text = bpy.data.texts.new(f"FlipSketch {job.key}.json")
-    summary = {"job": job.key, "layers": layers, "placement": placement.to_json(), "run": prepared["record"]}
-    text.write(json.dumps(summary, indent=2))
+    _record_job(job, layers, placement, prepared)
     return layers
+
+
+def import_extension(job, ob, prepared: dict) -> list[str]:
+    """Append an extension after its parent's last keyframe on the same layer,
+    and to the same image sequence (the join frame is not repeated)."""
+    placement = Placement(**json.loads(job.placement))
+    traced = prepared["variants"][0]["traced"]
+    layer = ob.data.layers[job.layers]
+    write_traced(ob, layer, traced, job.frame + job.timing, job.timing, placement)
+    empty = bpy.data.objects.get(job.sequence_object)
+    if empty is not None:
+        empty.image_user.frame_duration += len(traced["frames"]) * job.timing
+    _record_job(job, [layer.name], placement, prepared)
+    return [layer.name]

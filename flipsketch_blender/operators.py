@@ -17,7 +17,7 @@ from pathlib import Path
 import bpy
 
 from . import backend, importer
-from .export import ExportError, export_drawing
+from .export import ExportError, Placement, export_drawing
 from .projection import camera_frame, view_frame
 
 PUMP_INTERVAL_S = 0.2
@@ -69,7 +69,10 @@ def _import(job, prepared: dict) -> None:
             f"The object '{job.object_name}' no longer exists; results are in {job.out_dir}.",
         )
         return
-    layers = importer.import_results(job, ob, bpy.data.objects.get(job.camera_name), prepared)
+    if job.parent_key:
+        layers = importer.import_extension(job, ob, prepared)
+    else:
+        layers = importer.import_results(job, ob, bpy.data.objects.get(job.camera_name), prepared)
     job.layers = ",".join(layers)
     job.state, job.progress = "imported", 1.0
     bpy.ops.ed.undo_push(message=f"FlipSketch: {job.prompt[:40]}")
@@ -151,33 +154,95 @@ class FLIPSKETCH_OT_animate(bpy.types.Operator):
         except ExportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        root, warning = output_root(context)
-        key = uuid.uuid4().hex[:12]
-        out_dir = root / f"{bpy.path.clean_name(ob.name)}_f{scene.frame_current:04d}_{key}"
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / f".write-test-{key}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            self.report(
-                {"ERROR"}, f"Cannot write to the output folder {root}: {exc.strerror}. Change it in the preferences."
-            )
+        timing = int(settings.timing)
+        job = queue_job(self, context, ob, strokes, placement, scene.frame_current, settings.params(), timing)
+        if job is None:
             return {"CANCELLED"}
-        if warning:
-            self.report({"WARNING"}, warning)
-        job = settings.jobs.add()
-        job.key, job.prompt, job.object_name = key, settings.prompt, ob.name
         job.camera_name = scene.camera.name if scene.camera else ""
-        job.frame, job.timing, job.out_dir = scene.frame_current, int(settings.timing), str(out_dir)
-        job.placement = json.dumps(placement.to_json())
-        prefs = preferences(context)
-        request = {"params": settings.params(), "strokes": strokes}
-        if prefs.model:
-            request.update(model=prefs.model, subfolder=prefs.model_subfolder or None)
-        backend.start_job(key, backend_settings(context), request, out_dir, job.timing)
-        ensure_pump()
         return {"FINISHED"}
+
+
+def flipsketch_job_of_layer(context):
+    """The imported job whose layer is the active layer of the active object."""
+    ob = context.active_object
+    if ob is None or ob.type != "GREASEPENCIL" or ob.data.layers.active is None:
+        return None
+    name = ob.data.layers.active.name
+    return next(
+        (j for j in context.scene.flipsketch.jobs if j.state == "imported" and name in j.layers.split(",")), None
+    )
+
+
+class FLIPSKETCH_OT_extend(bpy.types.Operator):
+    """Continue the active FlipSketch layer from its last keyframe (redrawn or not)"""
+
+    bl_idname = "flipsketch.extend"
+    bl_label = "Extend"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        if flipsketch_job_of_layer(context) is None:
+            cls.poll_message_set("Make a layer created by Animate Sketch the active layer")
+            return False
+        return True
+
+    def execute(self, context):
+        settings, ob = context.scene.flipsketch, context.active_object
+        parent = flipsketch_job_of_layer(context)
+        layer = ob.data.layers.active
+        last = max(frame.frame_number for frame in layer.frames)
+        placement = Placement(**json.loads(parent.placement))
+        try:
+            strokes, _ = export_drawing(ob, last, placement.frame(), active_layer_only=True)
+        except ExportError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        params = {**settings.params(), "variants": 1, "prompt": settings.prompt.strip() or parent.prompt}
+        segment = {"first_index": len(layer.frames)}
+        empty = bpy.data.objects.get(parent.sequence_object)
+        append_to = None
+        if empty is not None and empty.data is not None:  # continue the parent's image sequence
+            folder = Path(bpy.path.abspath(empty.data.filepath)).parent
+            append_to = (str(folder), empty.image_user.frame_duration + 1)
+        job = queue_job(self, context, ob, strokes, placement, last, params, parent.timing, segment, append_to)
+        if job is None:
+            return {"CANCELLED"}
+        job.parent_key, job.layers = parent.key, layer.name
+        job.sequence_object, job.camera_name = parent.sequence_object, parent.camera_name
+        return {"FINISHED"}
+
+
+def queue_job(op, context, ob, strokes, placement, frame_number, params, timing, segment=None, append_to=None):
+    """Check the output folder, add the job to the list and start its thread;
+    None (with a report) when it cannot run."""
+    settings = context.scene.flipsketch
+    root, warning = output_root(context)
+    key = uuid.uuid4().hex[:12]
+    out_dir = root / f"{bpy.path.clean_name(ob.name)}_f{frame_number:04d}_{key}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{key}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        op.report({"ERROR"}, f"Cannot write to the output folder {root}: {exc.strerror}. Change it in the preferences.")
+        return None
+    if warning:
+        op.report({"WARNING"}, warning)
+    job = settings.jobs.add()
+    job.key, job.prompt, job.object_name = key, params["prompt"], ob.name
+    job.frame, job.timing, job.out_dir = frame_number, timing, str(out_dir)
+    job.placement = json.dumps(placement.to_json())
+    prefs = preferences(context)
+    request = {"params": params, "strokes": strokes}
+    if prefs.model:
+        request.update(model=prefs.model, subfolder=prefs.model_subfolder or None)
+    if segment:
+        request["segment"] = segment
+    backend.start_job(key, backend_settings(context), request, out_dir, job.timing, append_to)
+    ensure_pump()
+    return job
 
 
 class FLIPSKETCH_OT_cancel(bpy.types.Operator):
@@ -241,6 +306,7 @@ class FLIPSKETCH_OT_remove_job(bpy.types.Operator):
 
 _classes = (
     FLIPSKETCH_OT_animate,
+    FLIPSKETCH_OT_extend,
     FLIPSKETCH_OT_cancel,
     FLIPSKETCH_OT_new_seed,
     FLIPSKETCH_OT_open_folder,

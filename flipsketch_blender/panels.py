@@ -31,7 +31,9 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
             box = layout.box()
             for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose", "resolution"):
                 box.prop(settings, name)
-        layout.operator("flipsketch.animate", icon="PLAY")
+        row = layout.row(align=True)
+        row.operator("flipsketch.animate", icon="PLAY")
+        row.operator("flipsketch.extend", icon="FORWARD")
         if not context.scene.camera:
             layout.label(text="No camera: the drawing is seen through this view.", icon="INFO")
         for job in list(settings.jobs)[-MAX_LISTED_JOBS:][::-1]:

@@ -31,6 +31,8 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     timing: IntProperty(default=2)
     placement: StringProperty()  # JSON: where results go back (export.Placement)
     layers: StringProperty()  # names of the imported layers, comma separated
+    sequence_object: StringProperty()  # the image empty showing the first variant
+    parent_key: StringProperty()  # set for an extension: the job it continues
 
     @property
     def active(self) -> bool:

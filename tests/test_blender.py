@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import bpy
 import numpy as np
 import pytest
+from PIL import Image
 
 from .conftest import ROOT
 
@@ -234,3 +235,41 @@ def test_collect_diagnostics_fills_a_text_block(scene, addon) -> None:
         time.sleep(0.1)
     text = bpy.data.texts["FlipSketch diagnostics"].as_string()
     assert "Blender 4.5" in text and "flipsketch doctor:" in text and "CPU only" in text
+
+
+def test_extend_continues_the_layer_and_sequence_from_a_redrawn_last_key(scene) -> None:
+    import json
+
+    add_camera()
+    ob = add_drawing(SQUARE)
+    scene.frame_set(1)
+    assert not bpy.ops.flipsketch.extend.poll()  # nothing generated yet
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    parent = scene.flipsketch.jobs[-1]
+    layer = ob.data.layers[parent.layers]
+    first_key = addon_module("gpencil").read_strokes(layer, 1).positions.copy()
+
+    # The artist redraws the last keyframe (7) as a small diagonal line in the middle.
+    layer.frames.remove(7)
+    importer, export = addon_module("importer"), addon_module("export")
+    diagonal = {"frames": [{"strokes": [{"points": [[0.45, 0.45], [0.55, 0.55]], "radius": [0.01, 0.01]}]}]}
+    importer.write_traced(ob, layer, diagonal, 7, 1, export.Placement(**json.loads(parent.placement)))
+    ob.data.layers.active = layer
+    scene.flipsketch.prompt = ""  # an empty prompt continues with the parent's
+    assert bpy.ops.flipsketch.extend() == {"FINISHED"}
+    pump_until_done()
+    job = scene.flipsketch.jobs[-1]
+    assert job.state == "imported", job.message
+    assert job.parent_key == parent.key and job.prompt == parent.prompt
+
+    assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7, 9, 11, 13]  # 3 new keys on twos, no repeat of 7
+    assert np.array_equal(addon_module("gpencil").read_strokes(layer, 1).positions, first_key)
+    sent = np.asarray(Image.open(Path(job.out_dir) / "sketch.png").convert("L"))
+    assert sent[128, 128] < 128 and sent[40, 40] == 255 and sent[128, 40] == 255  # the redrawn line was sent
+    empty = bpy.data.objects[parent.sequence_object]
+    assert empty.image_user.frame_duration == 14
+    sequence = sorted(Path(bpy.path.abspath(empty.data.filepath)).parent.glob("seq_*.png"))
+    assert [p.name for p in sequence] == [f"seq_{n:04d}.png" for n in range(1, 15)]
+    record = json.loads(bpy.data.texts[f"FlipSketch {job.key}.json"].as_string())
+    assert record["parent"] == parent.key and record["run"]["segment"] == {"first_index": 4}

@@ -105,9 +105,13 @@ class Client:
         subfolder: str | None = None,
         revision: str | None = None,
         fps: int = 10,
+        segment: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Queue an animate job with the sketch as PNG bytes or stroke polylines."""
+        """Queue an animate job with the sketch as PNG bytes or stroke polylines;
+        `segment={"first_index": n}` makes it the continuation of a clip of n frames."""
         payload: dict[str, Any] = {"params": params, "fps": fps}
+        if segment is not None:
+            payload["segment"] = segment
         if sketch_png is not None:
             payload["sketch_png"] = base64.b64encode(sketch_png).decode("ascii")
         if strokes is not None:

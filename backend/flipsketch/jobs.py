@@ -44,6 +44,7 @@ class Job:
     params: dict[str, Any]
     model: dict[str, Any] | None = None  # {"name", "subfolder", "revision"}; None = the server's model
     fps: int = 10
+    segment: dict[str, Any] | None = None  # {"first_index": n}: an extension of a clip
     state: str = QUEUED
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -110,12 +111,20 @@ class JobStore:
     def _emit(self, job: Job, event: dict[str, Any]) -> None:
         self.events[job.id].append(event)
 
-    def submit(self, params: AnimateParams, sketch: Image.Image, model: ModelSource | None, fps: int) -> Job:
+    def submit(
+        self,
+        params: AnimateParams,
+        sketch: Image.Image,
+        model: ModelSource | None,
+        fps: int,
+        segment: dict[str, Any] | None = None,
+    ) -> Job:
         job = Job(
             id=uuid.uuid4().hex,
             params={k: v for k, v in params.to_dict().items() if k != "lambda"},
             model=asdict(model) if model else None,
             fps=fps,
+            segment=segment,
         )
         folder = self.folder(job.id)
         folder.mkdir()
@@ -224,7 +233,11 @@ class Worker(threading.Thread):
             animation = animate(
                 model, sketch, params, progress=lambda e: store.progress(job, e), cancel=store.tokens[job.id]
             )
-            write_animation(animation, model, folder / "result", sketch, fps=job.fps)
+            first = 0
+            if job.segment:
+                animation, first = animation.as_segment(), job.segment["first_index"]
+            extra = {"segment": job.segment} if job.segment else None
+            write_animation(animation, model, folder / "result", sketch, job.fps, False, first, extra)
         except Cancelled:
             if self.stopping.is_set():
                 stopped = FlipSketchError("The server stopped during this job.", "Submit the job again.")

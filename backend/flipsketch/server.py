@@ -32,7 +32,7 @@ from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.jobs import FINAL, Job, JobStore, Worker
 from flipsketch.models import ModelSource, source_from
 from flipsketch.params import MAX_FRAMES, AnimateParams
-from flipsketch.sketch import prepare_image, rasterize_strokes
+from flipsketch.sketch import prepare_image, prepare_reference, rasterize_strokes
 
 API_VERSION = 1
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
@@ -46,10 +46,22 @@ def _input_error(exc: InputError, field: str | None = None) -> HTTPException:
     return HTTPException(422, {"message": exc.message, "hint": exc.hint, "field": field})
 
 
-def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None, int]:
-    """Validate a job submission; every problem names its field."""
+def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None, int, dict | None]:
+    """Validate a job submission; every problem names its field.
+
+    `segment: {"first_index": n}` makes the job an extension: the sketch is the
+    previous clip's last frame, used exactly, and frame 0 is dropped at the join."""
     if not isinstance(body, dict):
         raise HTTPException(400, {"message": "The body must be a JSON object.", "hint": "", "field": None})
+    segment = body.get("segment")
+    if segment is not None and not (
+        isinstance(segment, dict)
+        and isinstance(segment.get("first_index"), int)
+        and not isinstance(segment["first_index"], bool)
+        and segment["first_index"] >= 0
+    ):
+        hint = "Send {'first_index': <frames already in the clip>}."
+        raise HTTPException(422, {"message": "'segment' is malformed.", "hint": hint, "field": "segment"})
     try:
         params = AnimateParams.from_dict(body.get("params"))
     except InputError as exc:
@@ -67,7 +79,8 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
                 data = base64.b64decode(body["sketch_png"], validate=True)
             except (binascii.Error, ValueError):
                 raise InputError("'sketch_png' is not valid base64.", "Encode the PNG bytes with base64.") from None
-            sketch = prepare_image(data, params.width, params.height)
+            prepare = prepare_reference if segment else prepare_image
+            sketch = prepare(data, params.width, params.height)
         else:
             sketch = rasterize_strokes(body["strokes"], params.width, params.height)
     except InputError as exc:
@@ -79,7 +92,7 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
     if model is not None and not isinstance(model, str):
         raise HTTPException(422, {"message": "'model' must be a string.", "hint": "", "field": "model"})
     source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
-    return params, sketch, source, fps
+    return params, sketch, source, fps, segment
 
 
 def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = None, on_shutdown: Any = None) -> FastAPI:
@@ -170,8 +183,8 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
-        params, sketch, source, fps = parse_job_request(body)
-        return describe(store.submit(params, sketch, source, fps))
+        params, sketch, source, fps, segment = parse_job_request(body)
+        return describe(store.submit(params, sketch, source, fps, segment))
 
     @v1.get("/jobs")
     def list_jobs() -> dict[str, Any]:
