@@ -188,6 +188,27 @@ def _defaults():
     return AnimateParams(prompt="-")
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flipsketch.board import parse_board, run_board, sequential
+    from flipsketch.models import load_model, pick_device, pick_dtype, source_from
+
+    shots = parse_board(Path(args.board))  # schema errors before any model is loaded
+    source = source_from(args.model, args.subfolder, args.revision)
+    device = pick_device(args.device)
+    if args.ray:
+        from flipsketch.farm import ray_generator
+
+        generate = ray_generator(args.ray, source, device, args.dtype)
+    else:
+        generate = sequential(load_model(source, dtype=pick_dtype(args.dtype, device), device=device))
+    report = run_board(shots, Path(args.out), generate, force=args.force)
+    failed = [name for name, entry in report.items() if entry["state"] == "failed"]
+    print(f"{len(report) - len(failed)} of {len(report)} shots done; report: {Path(args.out) / 'report.json'}")
+    return 1 if failed else 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -255,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--variant", type=int, help="seed of the parent's variant to continue (default: its first)")
     _add_animate_options(ext, prompt_required=False)
     ext.set_defaults(func=_extend)
+
+    batch = commands.add_parser("batch", help="animate every shot of a storyboard JSON (resumable; --ray for a farm)")
+    batch.add_argument("board", help="flipsketch.board JSON (see flipsketch/board.py)")
+    batch.add_argument("--out", required=True, help="output folder: one sub-folder per shot, report.json, animatic.mp4")
+    batch.add_argument("--ray", help="'local' (Ray on this machine), 'auto' (running cluster) or a cluster address")
+    batch.add_argument("--force", action="store_true", help="redo shots that are already done")
+    batch.add_argument("--model", help="Hugging Face id or folder (default: $FLIPSKETCH_MODEL or the published model)")
+    batch.add_argument("--subfolder")
+    batch.add_argument("--revision")
+    batch.add_argument("--device", default="auto")
+    batch.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    batch.set_defaults(func=_batch)
 
     serve = commands.add_parser("serve", help="run the HTTP server that Blender and scripts submit jobs to")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")

@@ -1,0 +1,88 @@
+"""Storyboard shots on a Ray cluster: one actor per GPU (or CPU), model loaded once.
+
+Actors return the generated frames to the driver, which writes them exactly
+as a local run does, so no shared filesystem is assumed and the output layout
+is the same. Ray is an optional extra (`pip install flipsketch[ray]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from flipsketch.board import Shot
+from flipsketch.errors import FlipSketchError
+from flipsketch.models import ModelSource
+
+
+class ShotWorker:
+    """Holds one warm model; runs shots on it (a Ray actor)."""
+
+    def __init__(self, source: dict[str, Any], device: str, dtype: str, threads: int | None) -> None:
+        import torch
+
+        from flipsketch.models import load_model, pick_dtype
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(ModelSource(**source), dtype=pick_dtype(dtype, device), device=device)
+
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "source": asdict(m.source),
+            "folder": str(m.folder),
+            "tiny": m.is_tiny_random,
+            "device": str(m.device),
+            "dtype": str(m.dtype),
+        }
+
+    def run(self, shot: Shot) -> Any:
+        from flipsketch.pipeline import animate
+
+        try:
+            return animate(self.model, shot.load_sketch(), shot.params)
+        except FlipSketchError as exc:
+            return exc
+
+
+def ray_generator(address: str, source: ModelSource, device: str, dtype: str):
+    """A `generate` for board.run_board that spreads shots over Ray actors.
+
+    `address`: "local" starts Ray on this machine, "auto" joins the running
+    cluster, anything else is a cluster address."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    per_actor = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    capacity = gpus or int(ray.cluster_resources().get("CPU", 1))
+    actor_class = ray.remote(**per_actor)(ShotWorker)
+
+    def generate(shots: list[Shot]):
+        if not shots:
+            return
+        actors = [
+            actor_class.remote(asdict(source), "cuda" if gpus else device, dtype, None if gpus else 1)
+            for _ in range(min(capacity, len(shots)))
+        ]
+        info = ray.get(actors[0].info.remote())
+        model = SimpleNamespace(
+            source=ModelSource(**info["source"]),
+            folder=Path(info["folder"]),
+            is_tiny_random=info["tiny"],
+            device=info["device"],
+            dtype=info["dtype"],
+        )
+        pending = {actors[i % len(actors)].run.remote(shot): shot for i, shot in enumerate(shots)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            shot = pending.pop(done[0])
+            yield shot, ray.get(done[0]), model
+        for actor in actors:
+            ray.kill(actor)
+
+    return generate
