@@ -5,6 +5,7 @@
     python3.11 build.py test      set up, then lint and run the test suite
     python3.11 build.py zip       build the installable Blender extension into dist/
     python3.11 build.py install-backend DIR   private backend venv (what the add-on installs)
+    python3.11 build.py storyboard IN.blend OUT.blend   animate a .blend's storyboard headless
 
 Set-up creates `.venv/` beside this file with the backend installed editable
 and the test tools, all pinned in backend/pyproject.toml. A stamp written last
@@ -101,6 +102,12 @@ def cmd_install_backend(extra: list[str]) -> None:
         sys.exit(1)
 
 
+def cmd_storyboard(extra: list[str]) -> None:
+    py = setup()
+    extension = cmd_zip([])
+    run([py, ROOT / "examples" / "run_storyboard.py", extension, *extra], cwd=ROOT)
+
+
 def cmd_demo(extra: list[str]) -> None:
     py = setup()
     extension = cmd_zip([])
@@ -163,12 +170,13 @@ def cmd_zip(extra: list[str]) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["setup", "test", "demo", "zip", "install-backend"])
+    parser.add_argument("command", choices=["setup", "test", "demo", "zip", "install-backend", "storyboard"])
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="passed on (pytest arguments for `test`)")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     commands = {"setup": lambda _: setup(), "test": cmd_test, "demo": cmd_demo, "zip": cmd_zip}
     commands["install-backend"] = cmd_install_backend
+    commands["storyboard"] = cmd_storyboard
     commands[args.command](extra)
 
 

@@ -5,9 +5,9 @@ talks to the FlipSketch backend (a separate process that owns torch and the
 GPU) over HTTP.
 """
 
-from . import operators, panels, preferences, properties
+from . import operators, panels, preferences, properties, storyboard
 
-_modules = (preferences, properties, operators, panels)
+_modules = (preferences, properties, operators, panels, storyboard)
 
 
 def register() -> None:

@@ -108,6 +108,10 @@ def pump() -> float:
                 _import(job, data["prepared"])
             except Exception as exc:  # a broken result must not break Blender
                 job.state, job.message = "failed", f"Import failed: {exc}. Results are in {job.out_dir}."
+        if job.shot_name and job.state in ("imported", "failed", "cancelled"):
+            from .storyboard import update_shot  # storyboard imports this module
+
+            update_shot(job)
     if changed and bpy.context.window_manager:
         for window in bpy.context.window_manager.windows:
             for area in window.screen.areas:

@@ -30,6 +30,7 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     frame: IntProperty()
     timing: IntProperty(default=2)
     placement: StringProperty()  # JSON: where results go back (export.Placement)
+    shot_name: StringProperty()  # set when the job animates a storyboard shot
     layers: StringProperty()  # names of the imported layers, comma separated
     sequence_object: StringProperty()  # the image empty showing the first variant
     parent_key: StringProperty()  # set for an extension: the job it continues
@@ -37,6 +38,22 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+
+class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
+    """One storyboard shot: a frame range, its drawing, a prompt, overrides."""
+
+    name: StringProperty(name="Name")
+    frame_start: IntProperty(name="Start")
+    frame_end: IntProperty(name="End")
+    object_name: StringProperty(name="Drawing", description="Grease Pencil object drawn at the shot's first frame")
+    prompt: StringProperty(name="Prompt")
+    frames: IntProperty(name="Frames", default=0, min=0, max=32, description="0: the panel's setting")
+    motion: FloatProperty(name="Motion", default=-1, min=-1, max=1, description="-1: the panel's setting")
+    seed: IntProperty(name="Seed", default=-1, min=-1, description="-1: the panel's setting")
+    state: StringProperty(default="todo")  # todo | queued | done | failed
+    message: StringProperty()
+    job_key: StringProperty()
 
 
 class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
@@ -60,6 +77,19 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
     active_layer_only: BoolProperty(name="Active layer only", default=False)
     show_advanced: BoolProperty(name="Advanced", default=False)
     jobs: CollectionProperty(type=FLIPSKETCH_PG_job)
+    shots: CollectionProperty(type=FLIPSKETCH_PG_shot)
+    shot_index: IntProperty()
+
+    def shot_params(self, shot) -> dict:
+        """The panel's parameters with the shot's overrides."""
+        params = {**self.params(), "prompt": shot.prompt}
+        if shot.frames:
+            params["frames"] = shot.frames
+        if shot.motion >= 0:
+            params["motion"] = shot.motion
+        if shot.seed >= 0:
+            params["seed"] = shot.seed
+        return params
 
     def params(self) -> dict:
         size = int(self.resolution)
@@ -80,7 +110,7 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
         }
 
 
-_classes = (FLIPSKETCH_PG_job, FLIPSKETCH_PG_settings)
+_classes = (FLIPSKETCH_PG_job, FLIPSKETCH_PG_shot, FLIPSKETCH_PG_settings)
 
 
 def register() -> None:

@@ -1,6 +1,7 @@
 """The extension in the real bpy module: export geometry, the Animate Sketch
 round trip through a managed backend, cancel, and every bad situation."""
 
+import os
 import subprocess
 import sys
 import time
@@ -273,3 +274,72 @@ def test_extend_continues_the_layer_and_sequence_from_a_redrawn_last_key(scene) 
     assert [p.name for p in sequence] == [f"seq_{n:04d}.png" for n in range(1, 15)]
     record = json.loads(bpy.data.texts[f"FlipSketch {job.key}.json"].as_string())
     assert record["parent"] == parent.key and record["run"]["segment"] == {"first_index": 4}
+
+
+def test_storyboard_from_markers_keeps_going_and_resumes_after_reopening(scene, tmp_path: Path) -> None:
+    add_camera()
+    scene.frame_end = 45
+    for name, frame in (("sh010", 1), ("sh020", 10), ("sh030", 20), ("sh040", 30)):
+        scene.timeline_markers.new(name, frame=frame)
+    ob = add_drawing(SQUARE, frame=10)  # nothing is drawn at frame 1: the first shot cannot start
+    assert bpy.ops.flipsketch.shots_from_markers() == {"FINISHED"}
+    shots = scene.flipsketch.shots
+    assert [(s.name, s.frame_start, s.frame_end) for s in shots] == [
+        ("sh010", 1, 9),
+        ("sh020", 10, 19),
+        ("sh030", 20, 29),
+        ("sh040", 30, 45),
+    ]
+    for shot in shots:
+        shot.prompt = f"{shot.name}: the plus spins"
+    shots[3].seed = 7
+    assert bpy.ops.flipsketch.animate_storyboard() == {"FINISHED"}
+    pump_until_done()
+    assert [s.state for s in shots] == ["failed", "done", "done", "done"]
+    assert "nothing drawn at frame 1" in shots[0].message
+    assert len(scene.flipsketch.jobs) == 3
+
+    # Fix the first shot, save, and reopen the file (as after closing Blender); only that shot runs.
+    importer, export = addon_module("importer"), addon_module("export")
+    import json
+
+    placement = export.Placement(**json.loads(scene.flipsketch.jobs[0].placement))
+    importer.write_traced(ob, ob.data.layers["Lines"], {"frames": [SQUARE]}, 1, 1, placement)
+    path = tmp_path / "board.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    scene = bpy.context.scene
+    assert bpy.ops.flipsketch.animate_storyboard() == {"FINISHED"}
+    pump_until_done()
+    assert [s.state for s in scene.flipsketch.shots] == ["done"] * 4
+    assert len(scene.flipsketch.jobs) == 4  # one new job: nothing done twice
+
+
+def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Path) -> None:
+    add_camera()
+    scene.timeline_markers.new("a", frame=1)
+    scene.timeline_markers.new("b", frame=12)
+    add_drawing(SQUARE)
+    bpy.ops.flipsketch.shots_from_markers()
+    for shot in scene.flipsketch.shots:
+        shot.prompt = "the plus spins"
+    board = tmp_path / "board.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(board), copy=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            ROOT / "examples" / "run_storyboard.py",
+            ROOT / "dist" / "flipsketch-0.1.0.zip",
+            board,
+            tmp_path / "done.blend",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLIPSKETCH_MODEL": addon.model, "BLENDER_USER_RESOURCES": str(tmp_path / "user")},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "a: done" in result.stdout and "b: done" in result.stdout
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "done.blend"))
+    assert [s.state for s in bpy.context.scene.flipsketch.shots] == ["done", "done"]
+    assert sum(layer.name.startswith("FlipSketch:") for layer in bpy.data.objects["Sketch"].data.layers) == 2

@@ -1,0 +1,187 @@
+"""Storyboards: a shot list (from timeline markers) animated in one go.
+
+Each shot is an ordinary Animate Sketch job on the shot's drawing at its
+first frame. State lives in the .blend (shot states, job list), so after
+Blender is closed and reopened, Animate Storyboard runs only the shots that
+are not done: nothing is done twice, nothing is lost.
+"""
+
+import bpy
+from bpy.app.handlers import persistent
+
+from .export import ExportError, export_drawing
+from .operators import queue_job
+from .projection import camera_frame
+from .properties import ACTIVE_STATES
+
+
+def shot_ranges(scene) -> list[tuple[str, int, int]]:
+    """(name, start, end) from markers: each marker to the frame before the next."""
+    markers = sorted(scene.timeline_markers, key=lambda m: m.frame)
+    if not markers:
+        return []
+    ends = [m.frame - 1 for m in markers[1:]] + [max(scene.frame_end, markers[-1].frame)]
+    return [(m.name, m.frame, end) for m, end in zip(markers, ends, strict=True)]
+
+
+class FLIPSKETCH_OT_shots_from_markers(bpy.types.Operator):
+    """Make one shot per timeline marker (marker to next marker), keeping prompts of existing shots"""
+
+    bl_idname = "flipsketch.shots_from_markers"
+    bl_label = "Shots from Markers"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene, settings = context.scene, context.scene.flipsketch
+        ranges = shot_ranges(scene)
+        if not ranges:
+            self.report({"ERROR"}, "The timeline has no markers: add one marker at the start of each shot (M).")
+            return {"CANCELLED"}
+        kept = {shot.name: (shot.prompt, shot.object_name, shot.state) for shot in settings.shots}
+        ob = context.active_object
+        default_object = ob.name if ob is not None and ob.type == "GREASEPENCIL" else ""
+        settings.shots.clear()
+        for name, start, end in ranges:
+            shot = settings.shots.add()
+            shot.name, shot.frame_start, shot.frame_end = name, start, end
+            shot.prompt, shot.object_name, shot.state = kept.get(name, ("", default_object, "todo"))
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
+    """Animate every shot that is not done yet (all of them with Force)"""
+
+    bl_idname = "flipsketch.animate_storyboard"
+    bl_label = "Animate Storyboard"
+    bl_options = {"REGISTER"}
+    force: bpy.props.BoolProperty(name="Force", description="Also redo shots that are done")
+
+    @classmethod
+    def poll(cls, context):
+        if not context.scene.flipsketch.shots:
+            cls.poll_message_set("Make shots first (Shots from Markers)")
+            return False
+        if context.scene.camera is None:
+            cls.poll_message_set("A storyboard needs a scene camera")
+            return False
+        return True
+
+    def execute(self, context):
+        settings = context.scene.flipsketch
+        queued = failed = 0
+        for shot in settings.shots:
+            if shot.state == "queued" or (shot.state == "done" and not self.force):
+                continue
+            reason = self.queue_shot(context, shot)
+            shot.state, shot.message = ("failed", reason) if reason else ("queued", "")
+            failed += bool(reason)
+            queued += not reason
+        self.report({"WARNING" if failed else "INFO"}, f"{queued} shot(s) queued, {failed} could not start.")
+        return {"FINISHED"}
+
+    def queue_shot(self, context, shot) -> str:
+        """Start one shot's job; the reason it cannot start, or ''."""
+        scene, settings = context.scene, context.scene.flipsketch
+        ob = bpy.data.objects.get(shot.object_name)
+        if ob is None or ob.type != "GREASEPENCIL":
+            return f"Shot {shot.name}: choose its Grease Pencil drawing."
+        if not shot.prompt.strip():
+            return f"Shot {shot.name}: type a prompt."
+        scene.frame_set(shot.frame_start)  # also switches marker-bound cameras
+        try:
+            frame = camera_frame(scene, context.evaluated_depsgraph_get())
+            strokes, placement = export_drawing(ob, shot.frame_start, frame)
+        except ExportError as exc:
+            return f"Shot {shot.name}: {exc}"
+        job = queue_job(
+            self, context, ob, strokes, placement, shot.frame_start, settings.shot_params(shot), int(settings.timing)
+        )
+        if job is None:
+            return f"Shot {shot.name}: the output folder is not writable."
+        job.shot_name, job.camera_name = shot.name, scene.camera.name
+        shot.job_key = job.key
+        return ""
+
+
+def update_shot(job) -> None:
+    """Called by the pump when a storyboard job ends."""
+    scene_shots = (s for scene in bpy.data.scenes for s in scene.flipsketch.shots)
+    shot = next((s for s in scene_shots if s.job_key == job.key), None)
+    if shot is None:
+        return
+    if job.state == "imported":
+        shot.state, shot.message = "done", ""
+    elif job.state in ("failed", "cancelled"):
+        shot.state, shot.message = "failed", job.message or job.state
+
+
+@persistent
+def interrupted_on_load(_file) -> None:
+    """Jobs that were running when the file was saved cannot be followed after
+    a restart: mark them, and put their shots back to do."""
+    for scene in bpy.data.scenes:
+        for job in scene.flipsketch.jobs:
+            if job.state in ACTIVE_STATES:
+                job.state, job.message = "failed", "Interrupted: Blender was closed while it ran."
+        for shot in scene.flipsketch.shots:
+            if shot.state == "queued":
+                shot.state = "todo"
+
+
+class FLIPSKETCH_UL_shots(bpy.types.UIList):
+    def draw_item(self, context, layout, data, shot, icon, active_data, active_property, index):
+        icons = {"done": "CHECKMARK", "failed": "ERROR", "queued": "TIME", "todo": "BLANK1"}
+        row = layout.row(align=True)
+        row.label(text=f"{shot.name} {shot.frame_start}-{shot.frame_end}", icon=icons.get(shot.state, "BLANK1"))
+        row.prop(shot, "prompt", text="", emboss=True)
+
+
+class FLIPSKETCH_PT_storyboard(bpy.types.Panel):
+    bl_label = "Storyboard"
+    bl_idname = "FLIPSKETCH_PT_storyboard"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "FlipSketch"
+    bl_parent_id = "FLIPSKETCH_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout, settings = self.layout, context.scene.flipsketch
+        layout.operator("flipsketch.shots_from_markers", icon="MARKER_HLT")
+        layout.template_list("FLIPSKETCH_UL_shots", "", settings, "shots", settings, "shot_index", rows=4)
+        if settings.shots and 0 <= settings.shot_index < len(settings.shots):
+            shot = settings.shots[settings.shot_index]
+            box = layout.box()
+            box.prop_search(shot, "object_name", bpy.data, "objects")
+            row = box.row(align=True)
+            row.prop(shot, "frames")
+            row.prop(shot, "motion")
+            row.prop(shot, "seed")
+            if shot.message:
+                box.label(text=shot.message, icon="ERROR")
+        done = sum(shot.state == "done" for shot in settings.shots)
+        if settings.shots:
+            layout.progress(factor=done / len(settings.shots), text=f"{done} of {len(settings.shots)} shots done")
+        row = layout.row(align=True)
+        row.operator("flipsketch.animate_storyboard", icon="SEQUENCE")
+        row.operator("flipsketch.animate_storyboard", text="Force All").force = True
+
+
+_classes = (
+    FLIPSKETCH_OT_shots_from_markers,
+    FLIPSKETCH_OT_animate_storyboard,
+    FLIPSKETCH_UL_shots,
+    FLIPSKETCH_PT_storyboard,
+)
+
+
+def register() -> None:
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+    bpy.app.handlers.load_post.append(interrupted_on_load)
+
+
+def unregister() -> None:
+    bpy.app.handlers.load_post.remove(interrupted_on_load)
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)
