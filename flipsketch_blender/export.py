@@ -13,6 +13,7 @@ from .gpencil import read_strokes
 from .projection import Frame
 
 SCHEMA_VERSION = 1
+GENERATED_PREFIX = "FlipSketch: "  # layers the importer creates
 
 
 class ExportError(Exception):
@@ -41,7 +42,10 @@ def _world_matrix(ob, layer) -> np.ndarray:
 
 def export_drawing(ob, frame_number: int, frame: Frame, active_layer_only: bool = False) -> tuple[dict, Placement]:
     """The visible drawing of `ob` at `frame_number`, projected through `frame`."""
-    layers = [ob.data.layers.active] if active_layer_only else [layer for layer in ob.data.layers if not layer.hide]
+    if active_layer_only:
+        layers = [ob.data.layers.active]
+    else:  # the user's visible drawing: generated layers are results, not input
+        layers = [layer for layer in ob.data.layers if not layer.hide and not layer.name.startswith(GENERATED_PREFIX)]
     right = None
     strokes, world_points = [], []
     for layer in layers:

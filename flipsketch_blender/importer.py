@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
-from .export import Placement
+from .export import GENERATED_PREFIX, Placement
 from .gpencil import write_strokes
 
 
@@ -124,7 +124,7 @@ def import_results(job, ob, camera, prepared: dict) -> list[str]:
     variants = prepared["variants"]
     layers = []
     for index, variant in enumerate(variants):
-        label = f"FlipSketch: {job.prompt[:40]}" + (f" (seed {variant['seed']})" if len(variants) > 1 else "")
+        label = f"{GENERATED_PREFIX}{job.prompt[:40]}" + (f" (seed {variant['seed']})" if len(variants) > 1 else "")
         layer = add_traced_layer(ob, label, variant["traced"], job.frame, job.timing, placement)
         layer.hide = index > 0
         count = len(variant["traced"]["frames"]) * job.timing

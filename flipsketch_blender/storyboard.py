@@ -6,6 +6,8 @@ Blender is closed and reopened, Animate Storyboard runs only the shots that
 are not done: nothing is done twice, nothing is lost.
 """
 
+from pathlib import Path
+
 import bpy
 from bpy.app.handlers import persistent
 
@@ -128,6 +130,42 @@ def interrupted_on_load(_file) -> None:
                 shot.state = "todo"
 
 
+class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
+    """Add every finished shot to the Video Sequencer: its frames at its range, its name as a caption"""
+
+    bl_idname = "flipsketch.storyboard_to_sequencer"
+    bl_label = "Animatic in Sequencer"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from .operators import find_job
+
+        scene = context.scene
+        editor = scene.sequence_editor or scene.sequence_editor_create()
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # 4.5 has both; 5.0 only strips
+        added = 0
+        for shot in scene.flipsketch.shots:
+            job = find_job(shot.job_key) if shot.state == "done" else None
+            files = sorted((Path(job.out_dir) / "sequence").glob("seq_*.png")) if job else []
+            if not files:
+                continue
+            strip = strips.new_image(f"{shot.name}", str(files[0]), 1, shot.frame_start)
+            for file in files[1:]:
+                strip.elements.append(file.name)
+            end = shot.frame_start + len(files)
+            try:
+                caption = strips.new_effect(f"{shot.name} caption", "TEXT", 2, shot.frame_start, frame_end=end)
+            except TypeError:  # Blender 5.0 takes a length
+                caption = strips.new_effect(f"{shot.name} caption", "TEXT", 2, shot.frame_start, length=len(files))
+            caption.text, caption.font_size, caption.location = shot.name, 40, (0.05, 0.92)
+            added += 1
+        if not added:
+            self.report({"ERROR"}, "No finished shots yet: run Animate Storyboard first.")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{added} shot(s) added to the Sequencer; render the animation to get the animatic.")
+        return {"FINISHED"}
+
+
 class FLIPSKETCH_UL_shots(bpy.types.UIList):
     def draw_item(self, context, layout, data, shot, icon, active_data, active_property, index):
         icons = {"done": "CHECKMARK", "failed": "ERROR", "queued": "TIME", "todo": "BLANK1"}
@@ -165,11 +203,13 @@ class FLIPSKETCH_PT_storyboard(bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("flipsketch.animate_storyboard", icon="SEQUENCE")
         row.operator("flipsketch.animate_storyboard", text="Force All").force = True
+        layout.operator("flipsketch.storyboard_to_sequencer", icon="SEQ_SEQUENCER")
 
 
 _classes = (
     FLIPSKETCH_OT_shots_from_markers,
     FLIPSKETCH_OT_animate_storyboard,
+    FLIPSKETCH_OT_storyboard_to_sequencer,
     FLIPSKETCH_UL_shots,
     FLIPSKETCH_PT_storyboard,
 )

@@ -116,11 +116,15 @@ def test_animate_sketch_round_trip(scene) -> None:
     scene.frame_set(1)
     original = _world_points(ob).copy()
     layers_before = [layer.name for layer in ob.data.layers]
+    export, projection = addon_module("export"), addon_module("projection")
+    through_camera = projection.camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    sent_before, _ = export.export_drawing(ob, 1, through_camera)
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     pump_until_done()
     job = scene.flipsketch.jobs[-1]
     assert job.state == "imported", job.message
     assert [layer.name for layer in ob.data.layers][: len(layers_before)] == layers_before
+    assert export.export_drawing(ob, 1, through_camera)[0] == sent_before  # generated layers are never input
     assert np.array_equal(_world_points(ob), original)  # the user's drawing is untouched
 
     layer = ob.data.layers[job.layers]
@@ -313,6 +317,17 @@ def test_storyboard_from_markers_keeps_going_and_resumes_after_reopening(scene, 
     pump_until_done()
     assert [s.state for s in scene.flipsketch.shots] == ["done"] * 4
     assert len(scene.flipsketch.jobs) == 4  # one new job: nothing done twice
+
+    assert bpy.ops.flipsketch.storyboard_to_sequencer() == {"FINISHED"}
+    strips = scene.sequence_editor.strips
+    images = sorted((s for s in strips if s.type == "IMAGE"), key=lambda s: s.frame_final_start)
+    assert [(s.name, s.frame_final_start, s.frame_final_duration) for s in images] == [
+        ("sh010", 1, 8),
+        ("sh020", 10, 8),
+        ("sh030", 20, 8),
+        ("sh040", 30, 8),
+    ]  # 4 drawings on twos each, at the shot's first frame
+    assert sorted(s.text for s in strips if s.type == "TEXT") == ["sh010", "sh020", "sh030", "sh040"]
 
 
 def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Path) -> None:

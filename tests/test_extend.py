@@ -41,3 +41,20 @@ def test_four_extensions_continue_numbering_without_drift(tiny_model_dir: Path, 
 def test_extend_names_what_is_wrong(tmp_path: Path) -> None:
     result = flipsketch("extend", tmp_path, "--out", tmp_path / "x")
     assert result.returncode == 2 and "is not a FlipSketch result" in result.stderr
+
+
+def test_regenerating_one_segment_leaves_the_others_untouched(tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert animate_cat(tiny_model_dir, tmp_path / "seg0").returncode == 0
+    for n in (1, 2):
+        assert flipsketch("extend", tmp_path / f"seg{n - 1}", "--out", tmp_path / f"seg{n}").returncode == 0
+
+    def snapshot(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.glob("frame_*.png"))}
+
+    before = {n: snapshot(tmp_path / f"seg{n}") for n in range(3)}
+    again = flipsketch("extend", tmp_path / "seg0", "--out", tmp_path / "seg1", "--overwrite", "--seed", "9")
+    assert again.returncode == 0, again.stderr
+    after = {n: snapshot(tmp_path / f"seg{n}") for n in range(3)}
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1].keys() == before[1].keys() and after[1] != before[1]  # same numbering, new drawings
+    assert json.loads((tmp_path / "seg1" / "run.json").read_text())["seeds"] == [9]
