@@ -159,7 +159,9 @@ class FLIPSKETCH_OT_animate(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         timing = int(settings.timing)
-        job = queue_job(self, context, ob, strokes, placement, scene.frame_current, settings.params(), timing)
+        job = queue_job(
+            self, context, ob, {"strokes": strokes}, placement, scene.frame_current, settings.params(), timing
+        )
         if job is None:
             return {"CANCELLED"}
         job.camera_name = scene.camera.name if scene.camera else ""
@@ -177,8 +179,19 @@ def flipsketch_job_of_layer(context):
     )
 
 
+def flipsketch_job_of_sequence(context):
+    """The imported job whose image sequence is the active object."""
+    ob = context.active_object
+    if ob is None or ob.type != "EMPTY" or ob.empty_display_type != "IMAGE":
+        return None
+    return next(
+        (j for j in context.scene.flipsketch.jobs if j.state == "imported" and j.sequence_object == ob.name), None
+    )
+
+
 class FLIPSKETCH_OT_extend(bpy.types.Operator):
-    """Continue the active FlipSketch layer from its last keyframe (redrawn or not)"""
+    """Continue a FlipSketch clip from its last drawing: the active FlipSketch layer's last keyframe
+    (as generated or redrawn), or the last frame of the active FlipSketch image sequence"""
 
     bl_idname = "flipsketch.extend"
     bl_label = "Extend"
@@ -186,22 +199,36 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if flipsketch_job_of_layer(context) is None:
-            cls.poll_message_set("Make a layer created by Animate Sketch the active layer")
+        if flipsketch_job_of_layer(context) is None and flipsketch_job_of_sequence(context) is None:
+            cls.poll_message_set("Make a FlipSketch layer the active layer, or select a FlipSketch image sequence")
             return False
         return True
 
     def execute(self, context):
-        settings, ob = context.scene.flipsketch, context.active_object
+        settings = context.scene.flipsketch
         parent = flipsketch_job_of_layer(context)
-        layer = ob.data.layers.active
-        last = max(frame.frame_number for frame in layer.frames)
-        placement = Placement(**json.loads(parent.placement))
-        try:
-            strokes, _ = export_drawing(ob, last, placement.frame(), active_layer_only=True)
-        except ExportError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
+        if parent is not None:  # the layer's last keyframe, as the artist left it
+            ob, layer = context.active_object, context.active_object.data.layers.active
+            last = max(frame.frame_number for frame in layer.frames)
+            placement = Placement(**json.loads(parent.placement))
+            try:
+                strokes, _ = export_drawing(ob, last, placement.frame(), active_layer_only=True)
+            except ExportError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+            sketch = {"strokes": strokes}
+        else:  # the image sequence's last file
+            parent = flipsketch_job_of_sequence(context)
+            ob = bpy.data.objects.get(parent.object_name)
+            layer = ob.data.layers.get(parent.layers.split(",")[0]) if ob is not None else None
+            if layer is None:
+                self.report({"ERROR"}, f"The clip's layer '{parent.layers}' is gone; extend from a layer instead.")
+                return {"CANCELLED"}
+            user = context.active_object.image_user
+            last = user.frame_start + user.frame_duration - parent.timing  # where the last drawing starts
+            files = sorted(Path(bpy.path.abspath(context.active_object.data.filepath)).parent.glob("seq_*.png"))
+            sketch = {"sketch_png": files[user.frame_duration - 1].read_bytes()}
+            placement = Placement(**json.loads(parent.placement))
         params = {**settings.params(), "variants": 1, "prompt": settings.prompt.strip() or parent.prompt}
         segment = {"first_index": len(layer.frames)}
         empty = bpy.data.objects.get(parent.sequence_object)
@@ -209,7 +236,7 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
         if empty is not None and empty.data is not None:  # continue the parent's image sequence
             folder = Path(bpy.path.abspath(empty.data.filepath)).parent
             append_to = (str(folder), empty.image_user.frame_duration + 1)
-        job = queue_job(self, context, ob, strokes, placement, last, params, parent.timing, segment, append_to)
+        job = queue_job(self, context, ob, sketch, placement, last, params, parent.timing, segment, append_to)
         if job is None:
             return {"CANCELLED"}
         job.parent_key, job.layers = parent.key, layer.name
@@ -217,9 +244,9 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def queue_job(op, context, ob, strokes, placement, frame_number, params, timing, segment=None, append_to=None):
+def queue_job(op, context, ob, sketch, placement, frame_number, params, timing, segment=None, append_to=None):
     """Check the output folder, add the job to the list and start its thread;
-    None (with a report) when it cannot run."""
+    None (with a report) when it cannot run. `sketch`: {"strokes": …} or {"sketch_png": bytes}."""
     settings = context.scene.flipsketch
     root, warning = output_root(context)
     key = uuid.uuid4().hex[:12]
@@ -239,7 +266,7 @@ def queue_job(op, context, ob, strokes, placement, frame_number, params, timing,
     job.frame, job.timing, job.out_dir = frame_number, timing, str(out_dir)
     job.placement = json.dumps(placement.to_json())
     prefs = preferences(context)
-    request = {"params": params, "strokes": strokes}
+    request = {"params": params, **sketch}
     if prefs.model:
         request.update(model=prefs.model, subfolder=prefs.model_subfolder or None)
     if segment:

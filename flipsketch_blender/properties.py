@@ -51,6 +51,7 @@ class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
     frames: IntProperty(name="Frames", default=0, min=0, max=32, description="0: the panel's setting")
     motion: FloatProperty(name="Motion", default=-1, min=-1, max=1, description="-1: the panel's setting")
     seed: IntProperty(name="Seed", default=-1, min=-1, description="-1: the panel's setting")
+    variants: IntProperty(name="Variants", default=0, min=0, max=8, description="0: the panel's setting")
     state: StringProperty(default="todo")  # todo | queued | done | failed
     message: StringProperty()
     job_key: StringProperty()
@@ -89,6 +90,8 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
             params["motion"] = shot.motion
         if shot.seed >= 0:
             params["seed"] = shot.seed
+        if shot.variants:
+            params["variants"] = shot.variants
         return params
 
     def params(self) -> dict:

@@ -95,9 +95,8 @@ class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
             strokes, placement = export_drawing(ob, shot.frame_start, frame)
         except ExportError as exc:
             return f"Shot {shot.name}: {exc}"
-        job = queue_job(
-            self, context, ob, strokes, placement, shot.frame_start, settings.shot_params(shot), int(settings.timing)
-        )
+        params, timing = settings.shot_params(shot), int(settings.timing)
+        job = queue_job(self, context, ob, {"strokes": strokes}, placement, shot.frame_start, params, timing)
         if job is None:
             return f"Shot {shot.name}: the output folder is not writable."
         job.shot_name, job.camera_name = shot.name, scene.camera.name
@@ -113,8 +112,10 @@ def update_shot(job) -> None:
         return
     if job.state == "imported":
         shot.state, shot.message = "done", ""
-    elif job.state in ("failed", "cancelled"):
-        shot.state, shot.message = "failed", job.message or job.state
+    elif job.state == "cancelled":  # not done: the next Animate Storyboard runs it
+        shot.state, shot.message = "todo", "Cancelled."
+    elif job.state == "failed":
+        shot.state, shot.message = "failed", job.message
 
 
 @persistent
@@ -128,6 +129,22 @@ def interrupted_on_load(_file) -> None:
         for shot in scene.flipsketch.shots:
             if shot.state == "queued":
                 shot.state = "todo"
+
+
+class FLIPSKETCH_OT_cancel_storyboard(bpy.types.Operator):
+    """Cancel every storyboard shot that is queued or running"""
+
+    bl_idname = "flipsketch.cancel_storyboard"
+    bl_label = "Cancel Storyboard"
+
+    def execute(self, context):
+        from . import backend
+
+        cancelled = sum(
+            backend.cancel_job(shot.job_key) for shot in context.scene.flipsketch.shots if shot.state == "queued"
+        )
+        self.report({"INFO"}, f"Cancelling {cancelled} shot(s).")
+        return {"FINISHED"}
 
 
 class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
@@ -195,6 +212,7 @@ class FLIPSKETCH_PT_storyboard(bpy.types.Panel):
             row.prop(shot, "frames")
             row.prop(shot, "motion")
             row.prop(shot, "seed")
+            row.prop(shot, "variants")
             if shot.message:
                 box.label(text=shot.message, icon="ERROR")
         done = sum(shot.state == "done" for shot in settings.shots)
@@ -203,12 +221,14 @@ class FLIPSKETCH_PT_storyboard(bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("flipsketch.animate_storyboard", icon="SEQUENCE")
         row.operator("flipsketch.animate_storyboard", text="Force All").force = True
+        row.operator("flipsketch.cancel_storyboard", text="", icon="CANCEL")
         layout.operator("flipsketch.storyboard_to_sequencer", icon="SEQ_SEQUENCER")
 
 
 _classes = (
     FLIPSKETCH_OT_shots_from_markers,
     FLIPSKETCH_OT_animate_storyboard,
+    FLIPSKETCH_OT_cancel_storyboard,
     FLIPSKETCH_OT_storyboard_to_sequencer,
     FLIPSKETCH_UL_shots,
     FLIPSKETCH_PT_storyboard,

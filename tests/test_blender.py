@@ -358,3 +358,48 @@ def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Pa
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "done.blend"))
     assert [s.state for s in bpy.context.scene.flipsketch.shots] == ["done", "done"]
     assert sum(layer.name.startswith("FlipSketch:") for layer in bpy.data.objects["Sketch"].data.layers) == 2
+
+
+def test_storyboard_can_be_cancelled_and_shot_overrides_apply(scene) -> None:
+    add_camera()
+    scene.timeline_markers.new("a", frame=1)
+    scene.timeline_markers.new("b", frame=12)
+    add_drawing(SQUARE)
+    bpy.ops.flipsketch.shots_from_markers()
+    shots = scene.flipsketch.shots
+    for shot in shots:
+        shot.prompt = "the plus spins"
+    shots[1].frames, shots[1].variants, shots[1].motion = 6, 2, 0.9
+    assert scene.flipsketch.shot_params(shots[1]) == {
+        **scene.flipsketch.params(),
+        "prompt": "the plus spins",
+        "frames": 6,
+        "variants": 2,
+        "motion": pytest.approx(0.9),
+    }
+    scene.flipsketch.steps = 60
+    assert bpy.ops.flipsketch.animate_storyboard() == {"FINISHED"}
+    assert [s.state for s in shots] == ["queued", "queued"]
+    assert bpy.ops.flipsketch.cancel_storyboard() == {"FINISHED"}
+    pump_until_done()
+    assert [(s.state, s.message) for s in shots] == [("todo", "Cancelled."), ("todo", "Cancelled.")]
+
+
+def test_extend_from_the_image_sequence_uses_its_last_frame_exactly(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    scene.frame_set(1)
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    parent = scene.flipsketch.jobs[-1]
+    empty = bpy.data.objects[parent.sequence_object]
+    bpy.context.view_layer.objects.active = empty
+    assert bpy.ops.flipsketch.extend() == {"FINISHED"}
+    pump_until_done()
+    job = scene.flipsketch.jobs[-1]
+    assert job.state == "imported", job.message
+    last_generated = np.asarray(Image.open(Path(parent.out_dir) / "frame_0003.png").convert("L"))
+    sent = np.asarray(Image.open(Path(job.out_dir) / "sketch.png").convert("L"))
+    assert np.array_equal(sent, last_generated)  # the reference is the last frame, exactly
+    assert [f.frame_number for f in ob.data.layers[parent.layers].frames] == [1, 3, 5, 7, 9, 11, 13]
+    assert empty.image_user.frame_duration == 14
