@@ -40,9 +40,14 @@ def _world_matrix(ob, layer) -> np.ndarray:
     return np.array(ob.matrix_world @ layer.matrix_local)
 
 
-def export_drawing(ob, frame_number: int, frame: Frame, active_layer_only: bool = False) -> tuple[dict, Placement]:
-    """The visible drawing of `ob` at `frame_number`, projected through `frame`."""
-    if active_layer_only:
+def export_drawing(
+    ob, frame_number: int, frame: Frame, active_layer_only: bool = False, only_layer=None
+) -> tuple[dict, Placement]:
+    """The visible drawing of `ob` at `frame_number`, projected through `frame`
+    (or only the active layer, or only `only_layer`)."""
+    if only_layer is not None:
+        layers = [only_layer]
+    elif active_layer_only:
         layers = [ob.data.layers.active]
     else:  # the user's visible drawing: generated layers are results, not input
         layers = [layer for layer in ob.data.layers if not layer.hide and not layer.name.startswith(GENERATED_PREFIX)]

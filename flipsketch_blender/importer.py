@@ -132,6 +132,7 @@ def import_results(job, ob, camera, prepared: dict) -> list[str]:
         empty.hide_viewport = index > 0
         if index == 0:
             job.sequence_object = empty.name
+            job.first_key, job.key_count = job.frame, len(variant["traced"]["frames"])
         layers.append(layer.name)
     _record_job(job, layers, placement, prepared)
     return layers
@@ -143,9 +144,27 @@ def import_extension(job, ob, prepared: dict) -> list[str]:
     placement = Placement(**json.loads(job.placement))
     traced = prepared["variants"][0]["traced"]
     layer = ob.data.layers[job.layers]
-    write_traced(ob, layer, traced, job.frame + job.timing, job.timing, placement)
+    job.first_key, job.key_count = job.frame + job.timing, len(traced["frames"])
+    write_traced(ob, layer, traced, job.first_key, job.timing, placement)
     empty = bpy.data.objects.get(job.sequence_object)
     if empty is not None:
         empty.image_user.frame_duration += len(traced["frames"]) * job.timing
+    _record_job(job, [layer.name], placement, prepared)
+    return [layer.name]
+
+
+def replace_segment(job, old, ob, prepared: dict) -> list[str]:
+    """A regenerated segment takes the place of `old` on the same layer (its
+    keyframes) and in the same image sequence (files already rewritten by the
+    job's thread); the other segments are not touched."""
+    placement = Placement(**json.loads(job.placement))
+    traced = prepared["variants"][0]["traced"]
+    layer = ob.data.layers[job.layers]
+    for k in range(old.key_count):
+        if layer.get_frame_at(old.first_key + k * old.timing) is not None:
+            layer.frames.remove(old.first_key + k * old.timing)
+    job.first_key, job.key_count = old.first_key, len(traced["frames"])
+    write_traced(ob, layer, traced, job.first_key, job.timing, placement)
+    old.state, old.message = "replaced", f"Replaced by job {job.key}."
     _record_job(job, [layer.name], placement, prepared)
     return [layer.name]

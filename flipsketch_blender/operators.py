@@ -69,7 +69,9 @@ def _import(job, prepared: dict) -> None:
             f"The object '{job.object_name}' no longer exists; results are in {job.out_dir}.",
         )
         return
-    if job.parent_key:
+    if job.regenerates:
+        layers = importer.replace_segment(job, find_job(job.regenerates), ob, prepared)
+    elif job.parent_key:
         layers = importer.import_extension(job, ob, prepared)
     else:
         layers = importer.import_results(job, ob, bpy.data.objects.get(job.camera_name), prepared)
@@ -241,6 +243,47 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
             return {"CANCELLED"}
         job.parent_key, job.layers = parent.key, layer.name
         job.sequence_object, job.camera_name = parent.sequence_object, parent.camera_name
+        job.sequence_first = append_to[1] if append_to else 1
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_regenerate(bpy.types.Operator):
+    """Generate this segment again with the panel's seed, replacing only its keyframes and frames"""
+
+    bl_idname = "flipsketch.regenerate"
+    bl_label = "Regenerate"
+    key: bpy.props.StringProperty()
+
+    def execute(self, context):
+        settings, old = context.scene.flipsketch, find_job(self.key)
+        ob = bpy.data.objects.get(old.object_name) if old else None
+        if old is None or old.state != "imported" or ob is None or "," in old.layers:
+            self.report({"ERROR"}, "Only an imported single-variant segment whose object exists can be regenerated.")
+            return {"CANCELLED"}
+        layer = ob.data.layers.get(old.layers)
+        placement = Placement(**json.loads(old.placement))
+        record = json.loads(bpy.data.texts[f"FlipSketch {old.key}.json"].as_string())["run"]
+        params = {k: v for k, v in record["params"].items() if k != "lambda"}
+        params["seed"] = settings.seed
+        try:  # the same reference as the first time: the drawing at the segment's start
+            strokes, _ = export_drawing(ob, old.frame, placement.frame(), only_layer=layer if old.parent_key else None)
+        except ExportError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        empty = bpy.data.objects.get(old.sequence_object)
+        append_to = (str(Path(bpy.path.abspath(empty.data.filepath)).parent), old.sequence_first) if empty else None
+        segment = {"first_index": record.get("segment", {}).get("first_index", 0)} if old.parent_key else None
+        job = queue_job(
+            self, context, ob, {"strokes": strokes}, placement, old.frame, params, old.timing, segment, append_to
+        )
+        if job is None:
+            return {"CANCELLED"}
+        job.regenerates, job.parent_key, job.layers = old.key, old.parent_key, old.layers
+        job.sequence_object, job.camera_name, job.sequence_first = (
+            old.sequence_object,
+            old.camera_name,
+            old.sequence_first,
+        )
         return {"FINISHED"}
 
 
@@ -338,6 +381,7 @@ class FLIPSKETCH_OT_remove_job(bpy.types.Operator):
 _classes = (
     FLIPSKETCH_OT_animate,
     FLIPSKETCH_OT_extend,
+    FLIPSKETCH_OT_regenerate,
     FLIPSKETCH_OT_cancel,
     FLIPSKETCH_OT_new_seed,
     FLIPSKETCH_OT_open_folder,

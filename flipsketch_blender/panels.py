@@ -53,7 +53,9 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
             if job.message:
                 box.label(text=job.message, icon="ERROR" if job.state == "failed" else "INFO")
             if job.state == "imported":
-                box.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
+                row = box.row(align=True)
+                row.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
+                row.operator("flipsketch.regenerate", icon="FILE_REFRESH").key = job.key
 
 
 _classes = (FLIPSKETCH_PT_main,)

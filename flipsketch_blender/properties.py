@@ -34,6 +34,10 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     layers: StringProperty()  # names of the imported layers, comma separated
     sequence_object: StringProperty()  # the image empty showing the first variant
     parent_key: StringProperty()  # set for an extension: the job it continues
+    regenerates: StringProperty()  # set for a regeneration: the job whose segment it replaces
+    first_key: IntProperty()  # first keyframe this job wrote on its layer
+    key_count: IntProperty()  # how many keyframes it wrote
+    sequence_first: IntProperty(default=1)  # number of its first file in the image sequence
 
     @property
     def active(self) -> bool:

@@ -403,3 +403,37 @@ def test_extend_from_the_image_sequence_uses_its_last_frame_exactly(scene) -> No
     assert np.array_equal(sent, last_generated)  # the reference is the last frame, exactly
     assert [f.frame_number for f in ob.data.layers[parent.layers].frames] == [1, 3, 5, 7, 9, 11, 13]
     assert empty.image_user.frame_duration == 14
+
+
+def test_regenerating_one_segment_leaves_the_others_untouched(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    scene.frame_set(1)
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    root = scene.flipsketch.jobs[-1]
+    ob.data.layers.active = ob.data.layers[root.layers]
+    assert bpy.ops.flipsketch.extend() == {"FINISHED"}
+    pump_until_done()
+    extension = scene.flipsketch.jobs[-1]
+    layer, gpencil = ob.data.layers[root.layers], addon_module("gpencil")
+    sequence = Path(bpy.path.abspath(bpy.data.objects[root.sequence_object].data.filepath)).parent
+
+    def keys() -> dict[int, bytes]:
+        return {f.frame_number: gpencil.read_strokes(layer, f.frame_number).positions.tobytes() for f in layer.frames}
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(sequence.glob("seq_*.png"))}
+
+    keys_before, files_before = keys(), files()
+    scene.flipsketch.seed = 1234
+    assert bpy.ops.flipsketch.regenerate(key=extension.key) == {"FINISHED"}
+    pump_until_done()
+    assert scene.flipsketch.jobs[-1].state == "imported", scene.flipsketch.jobs[-1].message
+    assert extension.state == "replaced"
+    keys_after, files_after = keys(), files()
+    assert sorted(keys_after) == sorted(keys_before) == [1, 3, 5, 7, 9, 11, 13]
+    assert all(keys_after[f] == keys_before[f] for f in (1, 3, 5, 7))  # the first segment is untouched
+    assert any(keys_after[f] != keys_before[f] for f in (9, 11, 13))  # the regenerated one changed
+    assert all(files_after[f"seq_{n:04d}.png"] == files_before[f"seq_{n:04d}.png"] for n in range(1, 9))
+    assert files_after.keys() == files_before.keys()
