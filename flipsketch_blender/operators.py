@@ -261,6 +261,9 @@ class FLIPSKETCH_OT_regenerate(bpy.types.Operator):
             self.report({"ERROR"}, "Only an imported single-variant segment whose object exists can be regenerated.")
             return {"CANCELLED"}
         layer = ob.data.layers.get(old.layers)
+        if layer is None:
+            self.report({"ERROR"}, f"The layer '{old.layers}' is gone: nothing to regenerate into.")
+            return {"CANCELLED"}
         placement = Placement(**json.loads(old.placement))
         record = json.loads(bpy.data.texts[f"FlipSketch {old.key}.json"].as_string())["run"]
         params = {k: v for k, v in record["params"].items() if k != "lambda"}
