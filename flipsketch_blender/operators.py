@@ -392,14 +392,15 @@ _classes = (
 )
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
+
+
 def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
     if bpy.app.timers.is_registered(pump):
         bpy.app.timers.unregister(pump)
     backend.stop_managed_server()
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

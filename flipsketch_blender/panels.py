@@ -60,12 +60,4 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
 
 _classes = (FLIPSKETCH_PT_main,)
 
-
-def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_classes)

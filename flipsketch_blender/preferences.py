@@ -159,12 +159,4 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
 
 _classes = (FLIPSKETCH_OT_install_backend, FLIPSKETCH_OT_diagnostics, FLIPSKETCH_AP_preferences)
 
-
-def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -120,13 +120,14 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
 _classes = (FLIPSKETCH_PG_job, FLIPSKETCH_PG_shot, FLIPSKETCH_PG_settings)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
+
+
 def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.flipsketch = PointerProperty(type=FLIPSKETCH_PG_settings)
 
 
 def unregister() -> None:
     del bpy.types.Scene.flipsketch
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -238,13 +238,14 @@ _classes = (
 )
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
+
+
 def register() -> None:
-    for cls in _classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.app.handlers.load_post.append(interrupted_on_load)
 
 
 def unregister() -> None:
     bpy.app.handlers.load_post.remove(interrupted_on_load)
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -128,7 +128,8 @@ def run_board(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every shot not yet done through `generate` (sequential or Ray),
-    which yields (shot, animation | FlipSketchError) pairs as shots finish."""
+    which takes (shot, sketch) pairs and yields (shot, sketch, animation |
+    FlipSketchError, model) as shots finish."""
     from flipsketch.outputs import write_animation
 
     out.mkdir(parents=True, exist_ok=True)
@@ -137,15 +138,19 @@ def run_board(
     for shot in shots:
         if not force and is_done(shot, out):
             report[shot.name] = {"state": "skipped", "reason": "already done with the same inputs"}
-        else:
-            todo.append(shot)
-    for shot, result, model in generate(todo):
+            continue
+        try:
+            todo.append((shot, shot.load_sketch()))  # prepared once: sent to the sampler, saved beside the frames
+        except FlipSketchError as exc:
+            report[shot.name] = {"state": "failed", "reason": str(exc)}
+            log(f"{shot.name}: failed: {exc.message}")
+    for shot, sketch, result, model in generate(todo):
         if isinstance(result, FlipSketchError):
             report[shot.name] = {"state": "failed", "reason": str(result)}
             log(f"{shot.name}: failed: {result.message}")
             continue
         extra = {"shot": shot.name, "shot_fingerprint": shot.fingerprint(), "timing": shot.timing}
-        write_animation(result, model, out / shot.name, shot.load_sketch(), overwrite=True, extra=extra)
+        write_animation(result, model, out / shot.name, sketch, overwrite=True, extra=extra)
         report[shot.name] = {"state": "done", "seconds": round(result.stats["total_s"], 2)}
         log(f"{shot.name}: done")
     ordered = {shot.name: report[shot.name] for shot in shots}
@@ -158,12 +163,12 @@ def sequential(model: Any) -> Callable[[list[Shot]], Any]:
     """Run shots one after another on one loaded model."""
     from flipsketch.pipeline import animate
 
-    def generate(shots: list[Shot]):
-        for shot in shots:
+    def generate(work: list[tuple[Shot, Image.Image]]):
+        for shot, sketch in work:
             try:
-                yield shot, animate(model, shot.load_sketch(), shot.params), model
+                yield shot, sketch, animate(model, sketch, shot.params), model
             except FlipSketchError as exc:
-                yield shot, exc, model
+                yield shot, sketch, exc, model
 
     return generate
 

@@ -39,11 +39,11 @@ class ShotWorker:
             "dtype": str(m.dtype),
         }
 
-    def run(self, shot: Shot) -> Any:
+    def run(self, shot: Shot, sketch: Any) -> Any:
         from flipsketch.pipeline import animate
 
         try:
-            return animate(self.model, shot.load_sketch(), shot.params)
+            return animate(self.model, sketch, shot.params)
         except FlipSketchError as exc:
             return exc
 
@@ -62,12 +62,12 @@ def ray_generator(address: str, source: ModelSource, device: str, dtype: str):
     capacity = gpus or int(ray.cluster_resources().get("CPU", 1))
     actor_class = ray.remote(**per_actor)(ShotWorker)
 
-    def generate(shots: list[Shot]):
-        if not shots:
+    def generate(work: list[tuple[Shot, Any]]):
+        if not work:
             return
         actors = [
             actor_class.remote(asdict(source), "cuda" if gpus else device, dtype, None if gpus else 1)
-            for _ in range(min(capacity, len(shots)))
+            for _ in range(min(capacity, len(work)))
         ]
         info = ray.get(actors[0].info.remote())
         model = SimpleNamespace(
@@ -77,11 +77,11 @@ def ray_generator(address: str, source: ModelSource, device: str, dtype: str):
             device=info["device"],
             dtype=info["dtype"],
         )
-        pending = {actors[i % len(actors)].run.remote(shot): shot for i, shot in enumerate(shots)}
+        pending = {actors[i % len(actors)].run.remote(*item): item for i, item in enumerate(work)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            shot = pending.pop(done[0])
-            yield shot, ray.get(done[0]), model
+            shot, sketch = pending.pop(done[0])
+            yield shot, sketch, ray.get(done[0]), model
         for actor in actors:
             ray.kill(actor)
 
