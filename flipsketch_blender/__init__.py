@@ -5,9 +5,9 @@ talks to the FlipSketch backend (a separate process that owns torch and the
 GPU) over HTTP.
 """
 
-from . import operators, panels, preferences, properties, storyboard
+from . import operators, panels, preferences, properties, storyboard, training
 
-_modules = (preferences, properties, operators, panels, storyboard)
+_modules = (preferences, properties, operators, training, panels, storyboard)
 
 
 def register() -> None:

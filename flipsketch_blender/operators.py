@@ -18,18 +18,15 @@ import bpy
 
 from . import backend, importer
 from .export import ExportError, Placement, export_drawing
+from .preferences import addon_preferences
 from .projection import camera_frame, view_frame
 
 PUMP_INTERVAL_S = 0.2
 pump_stats = {"longest_ms": 0.0}
 
 
-def preferences(context):
-    return context.preferences.addons[__package__].preferences
-
-
 def backend_settings(context) -> backend.Settings:
-    prefs = preferences(context)
+    prefs = addon_preferences(context)
     state_dir = Path(prefs.backend_dir())
     return backend.Settings(
         mode=prefs.backend_mode,
@@ -46,7 +43,7 @@ def backend_settings(context) -> backend.Settings:
 
 def output_root(context) -> tuple[Path, str]:
     """The output folder, and a warning when it had to fall back to a temp folder."""
-    configured = preferences(context).output_dir or "//flipsketch/"
+    configured = addon_preferences(context).output_dir or "//flipsketch/"
     if configured.startswith("//") and not bpy.data.filepath:
         fallback = Path(tempfile.gettempdir()) / "flipsketch"
         return fallback, f"The .blend is not saved: results go to {fallback}. Save the file to keep them beside it."
@@ -311,7 +308,7 @@ def queue_job(op, context, ob, sketch, placement, frame_number, params, timing, 
     job.key, job.prompt, job.object_name = key, params["prompt"], ob.name
     job.frame, job.timing, job.out_dir = frame_number, timing, str(out_dir)
     job.placement = json.dumps(placement.to_json())
-    prefs = preferences(context)
+    prefs = addon_preferences(context)
     request = {"params": params, **sketch}
     if prefs.model:
         request.update(model=prefs.model, subfolder=prefs.model_subfolder or None)

@@ -1,7 +1,10 @@
 """The "FlipSketch" tab in the 3D viewport's sidebar."""
 
+from pathlib import Path
+
 import bpy
 
+from .preferences import addon_preferences
 from .properties import ACTIVE_STATES
 
 MAX_LISTED_JOBS = 8
@@ -31,6 +34,7 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
             box = layout.box()
             for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose", "resolution"):
                 box.prop(settings, name)
+        draw_loras(layout, context)
         row = layout.row(align=True)
         row.operator("flipsketch.animate", icon="PLAY")
         row.operator("flipsketch.extend", icon="FORWARD")
@@ -58,6 +62,35 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
                 row.operator("flipsketch.regenerate", icon="FILE_REFRESH").key = job.key
 
 
-_classes = (FLIPSKETCH_PT_main,)
+def draw_loras(layout: bpy.types.UILayout, context) -> None:
+    """The LoRAs of the preferences, compact: new jobs use the enabled ones,
+    so they stay in sight (folders are chosen in the preferences)."""
+    loras = [lora for lora in addon_preferences(context).loras if lora.path.strip()]
+    if not loras:
+        return
+    box = layout.box()
+    box.label(text="Sketch styles (LoRA)")
+    for lora in loras:
+        row = box.row(align=True)
+        row.prop(lora, "enabled", text=Path(lora.path).name or lora.path)
+        row.prop(lora, "weight", text="", slider=True)
+
+
+class FLIPSKETCH_PT_training(bpy.types.Panel):
+    """Material for training a sketch-style LoRA on one's own animation."""
+
+    bl_label = "Training"
+    bl_idname = "FLIPSKETCH_PT_training"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "FlipSketch"
+    bl_parent_id = "FLIPSKETCH_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        self.layout.operator("flipsketch.export_training_clip", icon="EXPORT")
+
+
+_classes = (FLIPSKETCH_PT_main, FLIPSKETCH_PT_training)
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -1,4 +1,5 @@
-"""Add-on preferences: where the backend runs, which model it uses, where results go."""
+"""Add-on preferences: where the backend runs, which model and sketch-style
+LoRAs it uses, where results and training clips go."""
 
 import os
 import subprocess
@@ -13,6 +14,10 @@ from . import backend
 PUBLISHED_MODEL = "Hmrishav/t2v_sketch-lora"
 LICENCE_NOTE = "The published model is licensed CC-BY-NC-4.0: non-commercial use only."
 install_status = {"text": "", "running": False}
+
+
+def addon_preferences(context) -> "FLIPSKETCH_AP_preferences":
+    return context.preferences.addons[__package__].preferences
 
 
 def default_backend_dir() -> Path:
@@ -32,7 +37,7 @@ class FLIPSKETCH_OT_install_backend(bpy.types.Operator):
         if install_status["running"]:
             self.report({"WARNING"}, "The backend is being installed already.")
             return {"CANCELLED"}
-        target = Path(context.preferences.addons[__package__].preferences.backend_dir())
+        target = Path(addon_preferences(context).backend_dir())
         script = backend.backend_source() / "flipsketch_setup.py"
         install_status.update(running=True, text=f"Installing into {target} (log: {target / 'install.log'})…")
 
@@ -84,6 +89,67 @@ class FLIPSKETCH_OT_diagnostics(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class FLIPSKETCH_PG_lora(bpy.types.PropertyGroup):
+    """A sketch-style LoRA the backend applies on top of the model in every job."""
+
+    path: bpy.props.StringProperty(
+        name="LoRA folder",
+        subtype="DIR_PATH",
+        description="Folder of a trained sketch-style LoRA",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
+    weight: bpy.props.FloatProperty(
+        name="Weight",
+        default=1.0,
+        min=-4.0,
+        max=4.0,
+        soft_min=-1.0,
+        soft_max=2.0,
+        description="How strongly the style applies (negative: away from it)",
+    )
+    enabled: bpy.props.BoolProperty(name="Enabled", default=True, description="Use this LoRA in new jobs")
+
+
+class FLIPSKETCH_UL_loras(bpy.types.UIList):
+    def draw_item(self, context, layout, data, lora, icon, active_data, active_property, index):
+        row = layout.row(align=True)
+        row.prop(lora, "enabled", text="")
+        row.prop(lora, "path", text="")
+        row.prop(lora, "weight", text="")
+
+
+class FLIPSKETCH_OT_lora_add(bpy.types.Operator):
+    """Add a sketch-style LoRA to the list used by every new job"""
+
+    bl_idname = "flipsketch.lora_add"
+    bl_label = "Add LoRA"
+    path: bpy.props.StringProperty(name="LoRA folder", subtype="DIR_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"})
+
+    def execute(self, context):
+        prefs = addon_preferences(context)
+        prefs.loras.add().path = self.path
+        prefs.lora_index = len(prefs.loras) - 1
+        context.preferences.is_dirty = True  # a collection change is not saved otherwise
+        return {"FINISHED"}
+
+
+class FLIPSKETCH_OT_lora_remove(bpy.types.Operator):
+    """Remove the selected LoRA from the list (its files stay)"""
+
+    bl_idname = "flipsketch.lora_remove"
+    bl_label = "Remove LoRA"
+
+    def execute(self, context):
+        prefs = addon_preferences(context)
+        if not 0 <= prefs.lora_index < len(prefs.loras):
+            self.report({"ERROR"}, "No LoRA is selected: select the entry to remove in the list first.")
+            return {"CANCELLED"}
+        prefs.loras.remove(prefs.lora_index)
+        prefs.lora_index = min(prefs.lora_index, len(prefs.loras) - 1)
+        context.preferences.is_dirty = True
+        return {"FINISHED"}
+
+
 class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -128,6 +194,24 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
+    loras: bpy.props.CollectionProperty(type=FLIPSKETCH_PG_lora)
+    lora_index: bpy.props.IntProperty()
+    training_data_dir: bpy.props.StringProperty(
+        name="Training data folder",
+        description="Where Export Animation for Training writes clip folders (one per clip)",
+        default="~/FlipSketch/training",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
+
+    def lora_params(self) -> list[dict]:
+        """The enabled LoRAs as jobs send them; absolute paths, since the
+        backend does not know where the .blend is."""
+        return [
+            {"path": bpy.path.abspath(lora.path), "weight": round(lora.weight, 4)}  # float32 0.7 -> 0.7
+            for lora in self.loras
+            if lora.enabled and lora.path.strip()
+        ]
 
     def backend_dir(self) -> str:
         return bpy.path.abspath(self.backend_path) if self.backend_path else str(default_backend_dir())
@@ -152,11 +236,29 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "model")
         box.prop(self, "model_subfolder")
         box.label(text=LICENCE_NOTE, icon="ERROR")
+        self.draw_loras(layout.box())
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
+        layout.prop(self, "training_data_dir")
         layout.operator("flipsketch.diagnostics", icon="TEXT")
 
+    def draw_loras(self, layout: bpy.types.UILayout) -> None:
+        layout.label(text="Sketch-style LoRAs (used by every new job)")
+        row = layout.row()
+        row.template_list("FLIPSKETCH_UL_loras", "", self, "loras", self, "lora_index", rows=3)
+        column = row.column(align=True)
+        column.operator("flipsketch.lora_add", text="", icon="ADD")
+        column.operator("flipsketch.lora_remove", text="", icon="REMOVE")
 
-_classes = (FLIPSKETCH_OT_install_backend, FLIPSKETCH_OT_diagnostics, FLIPSKETCH_AP_preferences)
+
+_classes = (
+    FLIPSKETCH_OT_install_backend,
+    FLIPSKETCH_OT_diagnostics,
+    FLIPSKETCH_PG_lora,
+    FLIPSKETCH_UL_loras,
+    FLIPSKETCH_OT_lora_add,
+    FLIPSKETCH_OT_lora_remove,
+    FLIPSKETCH_AP_preferences,
+)
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -11,6 +11,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .preferences import addon_preferences
+
 TIMINGS = [("1", "Ones", "A new drawing every frame"), ("2", "Twos", "Hold each drawing 2 frames"), ("3", "Threes", "")]
 ACTIVE_STATES = {"starting", "connecting", "queued", "running", "downloading"}
 
@@ -99,8 +101,10 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
         return params
 
     def params(self) -> dict:
+        """What every new job sends; "loras" only when some are enabled, so
+        that backends without LoRA support keep accepting the jobs."""
         size = int(self.resolution)
-        return {
+        params = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
             "motion": self.motion,
@@ -115,6 +119,10 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
             "width": size,
             "height": size,
         }
+        loras = addon_preferences(bpy.context).lora_params()
+        if loras:
+            params["loras"] = loras
+        return params
 
 
 _classes = (FLIPSKETCH_PG_job, FLIPSKETCH_PG_shot, FLIPSKETCH_PG_settings)

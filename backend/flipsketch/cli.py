@@ -51,7 +51,18 @@ def _given_params(args: argparse.Namespace) -> dict:
 
     given = {f.name: getattr(args, f.name) for f in fields(AnimateParams) if getattr(args, f.name, None) is not None}
     given.update(value for switch, value in _SWITCHES.items() if getattr(args, switch))
+    if "loras" in given:
+        given["loras"] = [_lora_arg(text) for text in given["loras"]]
     return given
+
+
+def _lora_arg(text: str) -> dict:
+    """`FOLDER` or `FOLDER=WEIGHT` -> {"path", "weight"}."""
+    folder, _, weight = text.rpartition("=")
+    try:
+        return {"path": folder, "weight": float(weight)} if folder else {"path": text, "weight": 1.0}
+    except ValueError:
+        return {"path": text, "weight": 1.0}  # an '=' that is part of the folder name
 
 
 def _generate(args: argparse.Namespace, params, sketch, source):
@@ -153,6 +164,13 @@ def _add_animate_options(parser: argparse.ArgumentParser, prompt_required: bool)
     parser.add_argument("--align-iters", type=int, help=f"Adam iterations per step (default {d.align_iters})")
     parser.add_argument("--align-lr", type=float, help=f"Adam learning rate (default {d.align_lr})")
     parser.add_argument("--align-tol", type=float, help="early stop when the loss improves by less (relative)")
+    parser.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        metavar="FOLDER[=WEIGHT]",
+        help="apply a LoRA from `flipsketch train-lora` (weight 1 unless given); repeat to combine several",
+    )
     parser.add_argument("--no-compose-spatial", action="store_true", help="ablation: no spatial composition")
     parser.add_argument("--no-compose-temporal", action="store_true", help="ablation: no temporal composition")
     parser.add_argument("--width", type=int, help=f"generation width (default {d.width})")
@@ -186,6 +204,12 @@ def _defaults():
     from flipsketch.params import AnimateParams
 
     return AnimateParams(prompt="-")
+
+
+def _train_defaults():
+    from flipsketch.train_config import TrainConfig
+
+    return TrainConfig()
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -227,6 +251,51 @@ def _serve(args: argparse.Namespace) -> int:
         ready_file=Path(args.ready_file) if args.ready_file else None,
         parent_pid=args.parent_pid,
     )
+    return 0
+
+
+def _train_lora(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flipsketch.clips import load_clips
+    from flipsketch.models import load_model, pick_device, pick_dtype, source_from
+    from flipsketch.train import train_lora
+    from flipsketch.train_config import TrainConfig
+
+    config = TrainConfig(
+        rank=args.rank,
+        alpha=args.alpha,
+        learning_rate=args.lr,
+        steps=args.steps,
+        batch=args.batch,
+        resolution=args.resolution,
+        frames=args.frames,
+        caption_dropout=args.caption_dropout,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing,
+        validation_steps=args.validation_steps,
+    )
+    config.validate()
+    clips = load_clips(args.data, config.resolution, config.frames)  # data errors before the model loads
+    device = pick_device(args.device)
+    model = load_model(
+        source_from(args.model, args.subfolder, args.revision), dtype=pick_dtype(args.dtype, device), device=device
+    )
+    with tqdm(total=config.steps, unit="step", desc="train") as bar:
+
+        def show(step: int, loss: float) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        result = train_lora(
+            args.data, args.out, model, config, resume=args.resume, overwrite=args.overwrite, on_step=show, clips=clips
+        )
+    losses = result.record["losses"]
+    print(f"LoRA written to {result.out} ({result.record['steps_done']} steps, final loss {losses[-1]:.4f})")
+    if config.validation_steps:
+        print(f"Validation animation: {result.out / 'validation'}")
     return 0
 
 
@@ -288,6 +357,34 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", default="auto")
     batch.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     batch.set_defaults(func=_batch)
+
+    d = _train_defaults()
+    train = commands.add_parser("train-lora", help="train a sketch-style LoRA on your own animations (resumable)")
+    train.add_argument("data", help="folder of clips: PNG-frame folders, GIFs or MP4s, each with a caption .txt")
+    train.add_argument("--out", required=True, help="LoRA folder: adapter, checkpoints/, validation/, run.json")
+    train.add_argument("--model", help="base model: Hugging Face id or folder (default: the published model)")
+    train.add_argument("--subfolder")
+    train.add_argument("--revision")
+    train.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    train.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
+    train.add_argument("--lr", type=float, default=d.learning_rate, help=f"learning rate (default {d.learning_rate})")
+    train.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    train.add_argument("--batch", type=int, default=d.batch, help=f"clips per step (default {d.batch})")
+    train.add_argument("--resolution", type=int, default=d.resolution, help=f"frame size (default {d.resolution})")
+    train.add_argument("--frames", type=int, default=d.frames, help=f"frames per sample (default {d.frames})")
+    train.add_argument("--caption-dropout", type=float, default=d.caption_dropout, help="fraction of empty prompts")
+    train.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    train.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest checkpoints kept")
+    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, about 30%% slower")
+    train.add_argument(
+        "--validation-steps", type=int, default=d.validation_steps, help="DDIM steps of the validation clip (0: none)"
+    )
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    train.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 base on CUDA")
+    train.set_defaults(func=_train_lora)
 
     serve = commands.add_parser("serve", help="run the HTTP server that Blender and scripts submit jobs to")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")

@@ -231,6 +231,7 @@ class SketchModel:
     source: ModelSource
     folder: Path
     is_tiny_random: bool
+    loras: Any = field(default=None, repr=False)  # lora.LoraCache once a job names a LoRA
     _prompt_cache: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict, repr=False)
 
     @property

@@ -118,7 +118,7 @@ def peak_rss_bytes() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import diffusers
     import torch
     import transformers
@@ -149,7 +149,7 @@ def run_record(animation: Animation, model: SketchModel, fps: int, files: dict[s
         },
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
-        "versions": _versions(),
+        "versions": library_versions(),
         "stats": animation.stats,
         "peak_cpu_rss_bytes": peak_rss_bytes(),
         "files": files,

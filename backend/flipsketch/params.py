@@ -3,10 +3,11 @@ HTTP service validate requests before any model is touched)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from flipsketch.errors import InputError
+from flipsketch.lora import LoraRef, check_loras, parse_loras
 
 TRAINED_FRAMES = 16
 MAX_FRAMES = 32
@@ -37,6 +38,11 @@ class AnimateParams:
     released_input_range: bool = False  # feed the VAE [0,1] like the released code (A/B only)
     binarize: bool = True  # Otsu threshold the frames back to clean lines
     output_size: int | None = None  # longer side of the saved frames; None = generation size
+    loras: list[LoraRef] = field(default_factory=list)  # style adapters applied on top of the model
+
+    def __post_init__(self) -> None:
+        # Jobs and run.json store LoRAs as JSON objects; the sampler wants LoraRefs.
+        self.loras = parse_loras(self.loras)
 
     @property
     def lam(self) -> float:
@@ -52,6 +58,8 @@ class AnimateParams:
         for name, value in data.items():
             if name not in known:
                 raise InputError(f"Unknown parameter '{name}'.", f"Known parameters: {', '.join(known)}.")
+            if name == "loras":
+                continue  # checked entry by entry in __post_init__
             expected = known[name].type.replace(" | None", "")
             optional = known[name].type.endswith("| None")
             ok = (value is None and optional) or {
@@ -101,6 +109,7 @@ class AnimateParams:
             raise bad("align_iters/align_lr", "must be positive", "Use at least 1 iteration and a positive rate.")
         if self.output_size is not None and not 16 <= self.output_size <= 4096:
             raise bad("output_size", f"is {self.output_size}", "Use 16 to 4096 pixels.")
+        check_loras(self.loras)
         notes = []
         if self.frames > TRAINED_FRAMES:
             notes.append(f"{self.frames} frames is more than the {TRAINED_FRAMES} the model was trained on.")

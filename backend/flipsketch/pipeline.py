@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from flipsketch.attention import CompositionControl, Mode, flipsketch_attention, frame0_logit_scale
+from flipsketch.lora import applied_loras
 from flipsketch.models import SketchModel
 from flipsketch.params import AnimateParams
 from flipsketch.progress import CancelToken, Progress, ProgressCallback
@@ -291,12 +292,16 @@ def animate(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> Animation:
-    """Animate `sketch` (a prepared line drawing) as described by `params`."""
+    """Animate `sketch` (a prepared line drawing) as described by `params`,
+    with the job's LoRAs applied for exactly this call."""
     sampler = FlipSketchSampler(model, params, progress, cancel)  # notes (e.g. >16 frames) go to stats
     started = time.perf_counter()
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    images = decode(model, sampler.generate(sketch)).numpy()
+    with applied_loras(model, params.loras) as loras:
+        latents = sampler.generate(sketch)
+    sampler.stats["loras"] = loras
+    images = decode(model, latents).numpy()
     frames = [[postprocess(images[v, f], params) for f in range(params.frames)] for v in range(params.variants)]
     sampler.progress.advance("decode", 1, 1, cost=params.frames * params.variants)
     sampler.stats.update(

@@ -75,10 +75,10 @@ def load_image(source: str | Path | bytes) -> Image.Image:
         raise InputError(
             f"{name} is truncated or damaged ({exc}).", "Export the drawing again; the file is incomplete."
         ) from None
-    return _to_gray_on_white(image)
+    return to_gray_on_white(image)
 
 
-def _to_gray_on_white(image: Image.Image) -> Image.Image:
+def to_gray_on_white(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         data = np.asarray(image, dtype=np.float64)
         top = 65535.0 if data.max() > 255 else (1.0 if image.mode == "F" and data.max() <= 1 else 255.0)
@@ -90,14 +90,15 @@ def _to_gray_on_white(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def normalise_drawing(gray: Image.Image, detect_inverted: bool = True) -> Image.Image:
+def normalise_drawing(gray: Image.Image, detect_inverted: bool = True, allow_blank: bool = False) -> Image.Image:
     """Make the background white: a drawing whose border is mostly dark is
-    white-on-black (chalk, inverted scan) and gets inverted. Refuse blank ones."""
+    white-on-black (chalk, inverted scan) and gets inverted. Refuse blank ones
+    (except frames of a training clip, where an empty frame is legitimate)."""
     data = np.asarray(gray)
     border = np.concatenate([data[0], data[-1], data[:, 0], data[:, -1]])
     if detect_inverted and np.median(border) < 128:
         data = 255 - data
-    if (data < INK_LEVEL).mean() < MIN_INK_FRACTION:
+    if not allow_blank and (data < INK_LEVEL).mean() < MIN_INK_FRACTION:
         raise InputError("The drawing is blank: no lines were found.", "Draw something before animating.")
     return Image.fromarray(np.ascontiguousarray(data), "L")
 

@@ -1,0 +1,274 @@
+"""Sketch-style LoRA adapters: checked, loaded once, applied per job.
+
+An adapter folder is what `flipsketch train-lora` writes and what peft saves:
+`adapter_config.json` (a peft `LoraConfig`) and `adapter_model.safetensors`.
+Adapters are injected into the warm UNet with peft and stay there, keyed by
+folder and file stamp, so a server switching between styles never reloads the
+base model or an adapter it already holds. A job activates its adapters with
+their weights; after it (and for jobs without LoRAs) the adapter layers are
+disabled, which runs the base layers alone and so reproduces the base model's
+output bit for bit. Adapter weights stay in float32 next to a bf16 base, as in
+training, so an adapter gives the same frames in the trainer and in a job.
+
+The module imports torch and peft only when an adapter is actually loaded:
+`params` uses `LoraRef` and `check_folder` for request validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flipsketch.errors import InputError
+
+if TYPE_CHECKING:
+    from flipsketch.models import SketchModel
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MAX_LORAS = 8  # per job
+MAX_WEIGHT = 4.0
+CACHE_SIZE = 8  # adapters kept in a warm UNet
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """One adapter of a job: its folder and how strongly it applies."""
+
+    path: str
+    weight: float = 1.0
+
+
+def parse_loras(value: Any) -> list[LoraRef]:
+    """LoRAs from JSON (`[{"path": ..., "weight": ...}]`), each problem named by index."""
+    if not isinstance(value, list):
+        raise InputError("Parameter 'loras' must be a list.", 'Send [{"path": "/folder/of/lora", "weight": 1.0}].')
+    refs = []
+    for index, entry in enumerate(value):
+        if isinstance(entry, LoraRef):
+            refs.append(entry)
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or set(entry) - {"path", "weight"}:
+            raise InputError(
+                f"LoRA {index} must be an object with a 'path' string and an optional 'weight' number.",
+                'Send {"path": "/folder/of/lora", "weight": 1.0}.',
+            )
+        weight = entry.get("weight", 1.0)
+        if not isinstance(weight, int | float) or isinstance(weight, bool):
+            raise InputError(f"LoRA {index}: 'weight' must be a number, not {weight!r}.", "Use e.g. 0.8.")
+        refs.append(LoraRef(entry["path"], float(weight)))
+    return refs
+
+
+def check_loras(refs: list[LoraRef]) -> None:
+    """Raise InputError for a job's LoRA list that cannot be applied."""
+    if len(refs) > MAX_LORAS:
+        raise InputError(f"A job names {len(refs)} LoRAs.", f"Use at most {MAX_LORAS}.")
+    seen: set[Path] = set()
+    for ref in refs:
+        if not math.isfinite(ref.weight) or abs(ref.weight) > MAX_WEIGHT:
+            raise InputError(
+                f"LoRA '{ref.path}' has weight {ref.weight}.", f"Use a weight between -{MAX_WEIGHT} and {MAX_WEIGHT}."
+            )
+        folder = check_folder(ref.path)
+        if folder in seen:
+            raise InputError(f"LoRA '{ref.path}' is listed twice.", "List each LoRA once and set its weight.")
+        seen.add(folder)
+
+
+def check_folder(path: str | Path) -> Path:
+    """The resolved adapter folder, or an InputError saying what is missing."""
+    if not str(path).strip():
+        raise InputError("A LoRA has an empty path.", "Choose the folder written by `flipsketch train-lora`.")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(
+            f"LoRA folder '{path}' does not exist on the machine that generates.",
+            "Check the path; with a remote backend the folder must exist on the server.",
+        )
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (folder / name).is_file():
+            raise InputError(
+                f"'{path}' is not a LoRA folder: it has no {name}.",
+                "Choose the folder written by `flipsketch train-lora` (or a peft LoRA adapter folder).",
+            )
+    return folder.resolve()
+
+
+def fingerprint(folder: Path) -> str:
+    """SHA-256 of the adapter weights (recorded in run.json for reproducibility)."""
+    digest = hashlib.sha256()
+    with open(folder / ADAPTER_WEIGHTS, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(folder: Path) -> tuple[str, int, int]:
+    """Cache key: a retrained adapter in the same folder is a different adapter."""
+    stat = (folder / ADAPTER_WEIGHTS).stat()
+    return str(folder), stat.st_mtime_ns, stat.st_size
+
+
+def tuner_layers(unet: Any) -> list[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def inject(unet: Any, config: Any, name: str) -> None:
+    """Add adapter `name` to the UNet, its weights in float32 whatever the base dtype."""
+    import peft.functional as peft_fn
+
+    with warnings.catch_warnings():  # several adapters in one model are what we want
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        peft_fn.inject_adapter_in_model(config, unet, adapter_name=name)
+    peft_fn.cast_adapter_dtype(unet, name)
+
+
+def use_only(unet: Any, names: list[str], trainable: bool = False) -> None:
+    """Exactly these adapters take part in the forward pass; frozen unless training."""
+    import peft.functional as peft_fn
+
+    for layer in tuner_layers(unet):
+        layer.enable_adapters(True)
+    peft_fn.set_adapter(unet, names, inference_mode=not trainable)
+
+
+def _bad_adapter(folder: Path, problem: str) -> InputError:
+    return InputError(
+        f"LoRA '{folder}' cannot be applied to this model: {problem}.",
+        "Use a LoRA trained on the same base model (see its run.json), or train one with `flipsketch train-lora`.",
+    )
+
+
+class LoraCache:
+    """The adapters injected into one UNet, least recently used evicted first."""
+
+    def __init__(self, unet: Any, capacity: int = CACHE_SIZE) -> None:
+        self.unet = unet
+        self.capacity = capacity
+        self.loaded: OrderedDict[tuple[str, int, int], dict[str, str]] = OrderedDict()
+        self._counter = 0
+
+    def _new_name(self) -> str:
+        self._counter += 1
+        return f"lora{self._counter}"
+
+    def adopt(self, folder: Path, name: str) -> None:
+        """Record an adapter already in the UNet (the trainer's) as the one saved
+        in `folder`, so jobs naming that folder use it without reloading."""
+        folder = check_folder(folder)
+        self.loaded[_stamp(folder)] = {"name": name, "sha256": fingerprint(folder)}
+
+    def load(self, folder: Path) -> dict[str, str]:
+        """Inject the adapter in `folder` unless it is already in the UNet."""
+        key = _stamp(folder)
+        if key in self.loaded:
+            self.loaded.move_to_end(key)
+            return self.loaded[key]
+        from peft import LoraConfig
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            config = LoraConfig.from_pretrained(str(folder))
+        except (OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise _bad_adapter(folder, f"{ADAPTER_CONFIG} is not a LoRA configuration ({exc})") from None
+        try:
+            state = load_file(str(folder / ADAPTER_WEIGHTS))
+        except (OSError, SafetensorError) as exc:
+            raise InputError(
+                f"LoRA weights '{folder / ADAPTER_WEIGHTS}' cannot be read ({exc}).",
+                "The file is damaged or incomplete: copy or train the LoRA again.",
+            ) from None
+        for stale in [k for k in self.loaded if k[0] == key[0]]:  # an older version of this folder
+            self.evict(stale)
+        while len(self.loaded) >= self.capacity:
+            self.evict(next(iter(self.loaded)))
+        name = self._new_name()
+        self._inject(folder, config, state, name)
+        self.loaded[key] = {"name": name, "sha256": fingerprint(folder)}
+        return self.loaded[key]
+
+    def _inject(self, folder: Path, config: Any, state: dict[str, Any], name: str) -> None:
+        from peft import set_peft_model_state_dict
+
+        try:
+            inject(self.unet, config, name)
+            result = set_peft_model_state_dict(self.unet, state, adapter_name=name)
+        except (ValueError, RuntimeError) as exc:
+            self._remove(name)
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise _bad_adapter(folder, first_line[:300]) from None
+        missing = [k for k in result.missing_keys if f".{name}." in k]
+        if result.unexpected_keys or missing:
+            self._remove(name)
+            example = (result.unexpected_keys or missing)[0]
+            raise _bad_adapter(folder, f"{len(result.unexpected_keys) + len(missing)} weights do not match ({example})")
+
+    def _remove(self, name: str) -> None:
+        import peft.functional as peft_fn
+
+        with warnings.catch_warnings():  # peft warns when the active adapter goes; none is active between jobs
+            warnings.simplefilter("ignore", UserWarning)
+            peft_fn.delete_adapter(self.unet, name, prefix="lora_")
+        if name in getattr(self.unet, "peft_config", {}):
+            del self.unet.peft_config[name]
+
+    def evict(self, key: tuple[str, int, int]) -> None:
+        self._remove(self.loaded.pop(key)["name"])
+
+    def drop(self, name: str) -> None:
+        """Remove adapter `name` from the UNet and forget every folder mapped to it."""
+        for key in [k for k, v in self.loaded.items() if v["name"] == name]:
+            del self.loaded[key]
+        self._remove(name)
+
+    def activate(self, names: list[str], weights: list[float]) -> None:
+        """Only these adapters, at these weights, take part in the forward pass.
+        Frozen: alignment's backward must not reach adapter weights."""
+        use_only(self.unet, names)
+        for layer in tuner_layers(self.unet):
+            for name, weight in zip(names, weights, strict=True):
+                layer.set_scale(name, weight)
+
+    def deactivate(self) -> None:
+        for layer in tuner_layers(self.unet):
+            layer.enable_adapters(False)
+
+
+def lora_cache(model: SketchModel) -> LoraCache:
+    """The model's adapter cache, created on first use."""
+    if model.loras is None:
+        model.loras = LoraCache(model.unet)
+    return model.loras
+
+
+@contextmanager
+def applied_loras(model: SketchModel, refs: list[LoraRef]) -> Iterator[list[dict[str, Any]]]:
+    """Run the body with exactly `refs` applied; yields what run.json records.
+
+    With no refs and no adapter ever loaded this touches nothing."""
+    if not refs and model.loras is None:
+        yield []
+        return
+    cache = lora_cache(model)
+    check_loras(refs)
+    entries = [(ref, cache.load(check_folder(ref.path))) for ref in refs]
+    if entries:
+        cache.activate([e["name"] for _, e in entries], [ref.weight for ref, _ in entries])
+    else:
+        cache.deactivate()
+    try:
+        yield [{"path": ref.path, "weight": ref.weight, "sha256": e["sha256"]} for ref, e in entries]
+    finally:
+        cache.deactivate()

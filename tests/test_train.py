@@ -1,0 +1,183 @@
+"""`flipsketch train-lora` on the tiny model (CPU): data checks, learning,
+the saved adapter, checkpoints and resume."""
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from flipsketch.cli import main
+from flipsketch.clips import load_clips
+from flipsketch.errors import InputError
+from flipsketch.lora import LoraRef, check_folder
+from flipsketch.models import load_model
+from flipsketch.params import AnimateParams
+from flipsketch.pipeline import animate
+from flipsketch.train import TrainConfig, checkpoints, train_lora
+
+from .synthetic import draw_frame, write_clips
+
+FAST = dict(rank=8, learning_rate=1e-2, batch=2, resolution=64, frames=4, checkpoint_every=10)
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clips(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    """A model of its own: training injects an adapter into its UNet."""
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(clip_data, model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora") / "style"
+    return train_lora(clip_data, out, model, TrainConfig(steps=30, validation_steps=3, **FAST))
+
+
+def test_loss_falls_and_only_the_adapter_learns(trained, model) -> None:
+    losses = trained.record["losses"]
+    assert len(losses) == 30
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.9 * first, f"loss {first:.3f} -> {last:.3f}: expected a drop of at least 10 % (measured ~19 %)"
+    with_grad = [n for n, p in model.unet.named_parameters() if p.grad is not None]
+    assert with_grad and all(".lora_A.trained." in n or ".lora_B.trained." in n for n in with_grad)
+    lora_params = [n for n, _ in model.unet.named_parameters() if ".trained." in n]
+    assert sorted(with_grad) == sorted(lora_params)
+    # The adapter covers the spatial and temporal attention projections.
+    assert any("temp_attentions" in n and "to_q" in n for n in lora_params)
+    assert any(".attentions." in n and "attn2.to_k" in n for n in lora_params)
+
+
+def test_outputs_of_a_run(trained) -> None:
+    out = trained.out
+    check_folder(out)  # the folder is a LoRA a job can name
+    record = json.loads((out / "run.json").read_text())
+    assert record["steps_done"] == 30 and record["config"]["rank"] == 8
+    assert [c["name"] for c in record["data"]["clips"]] == ["clip0", "clip1", "clip2"]
+    assert [p.name for p in checkpoints(out)] == ["step-000010", "step-000020", "step-000030"]
+    for ckpt in checkpoints(out):
+        check_folder(ckpt)
+    validation = out / "validation"
+    assert sorted(p.name for p in validation.glob("frame_*.png")) == [f"frame_{i:04d}.png" for i in range(4)]
+    assert json.loads((validation / "run.json").read_text())["params"]["loras"] == [{"path": str(out), "weight": 1.0}]
+
+
+def test_reloaded_adapter_reproduces_the_trained_pipeline(trained, model, tiny_model_dir) -> None:
+    out = trained.out
+    sketch = Image.fromarray(trained.trainer.clips[0].frames[0], "L")
+    params = AnimateParams(
+        prompt="a ball rolls", width=64, height=64, frames=4, steps=4, align_iters=2, binarize=False,
+        loras=[LoraRef(str(out))],
+    )  # fmt: skip
+    in_memory = animate(model, sketch, params)  # the adapter as trained, never saved or reloaded
+    fresh = load_model(str(tiny_model_dir))
+    reloaded = animate(fresh, sketch, params)  # loaded from the folder, as a user's job does
+    for a, b in zip(in_memory.frames[0], reloaded.frames[0], strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert reloaded.stats["loras"][0]["sha256"] == in_memory.stats["loras"][0]["sha256"]
+    base = animate(load_model(str(tiny_model_dir)), sketch, replace(params, loras=[]))
+    assert not np.array_equal(np.asarray(base.frames[0][1]), np.asarray(reloaded.frames[0][1]))
+
+
+def test_resume_continues_exactly(clip_data, model, tmp_path) -> None:
+    config = dict(FAST, checkpoint_every=3, validation_steps=0)
+    straight = train_lora(clip_data, tmp_path / "a", model, TrainConfig(steps=6, **config))
+    train_lora(clip_data, tmp_path / "b", model, TrainConfig(steps=3, **config))
+    with pytest.raises(InputError, match="already holds a LoRA training run"):
+        train_lora(clip_data, tmp_path / "b", model, TrainConfig(steps=6, **config))
+    resumed = train_lora(clip_data, tmp_path / "b", model, TrainConfig(steps=6, **config), resume=True)
+    assert resumed.record["resumed_from"].endswith("step-000003")
+    assert resumed.record["losses"] == straight.record["losses"]
+    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state_a, state_b = (
+        torch.load(tmp_path / name / "checkpoints" / "step-000006" / "trainer.pt", weights_only=True)
+        for name in ("a", "b")
+    )
+    moments = [(s["exp_avg"], s["exp_avg_sq"], s["step"]) for s in state_a["optimizer"]["state"].values()]
+    resumed_moments = [(s["exp_avg"], s["exp_avg_sq"], s["step"]) for s in state_b["optimizer"]["state"].values()]
+    assert all(
+        torch.equal(x, y) for m, n in zip(moments, resumed_moments, strict=True) for x, y in zip(m, n, strict=True)
+    )
+    with pytest.raises(InputError, match="rank 8 \\(now 4\\)"):
+        train_lora(clip_data, tmp_path / "b", model, TrainConfig(steps=9, **{**config, "rank": 4}), resume=True)
+
+
+def _problem(data: Path, **kwargs) -> str:
+    with pytest.raises(InputError) as info:
+        load_clips(data, kwargs.get("resolution", 64), kwargs.get("frames", 4))
+    return str(info.value)
+
+
+def test_bad_data_is_named(tmp_path) -> None:
+    assert "does not exist" in _problem(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert "holds no clips" in _problem(tmp_path / "empty")
+
+    data = write_clips(tmp_path / "data", count=2)
+    (data / "clip1" / "caption.txt").unlink()
+    message = _problem(data)
+    assert "1 of 2 clips" in message and "'clip1' has no caption" in message
+
+    (data / "clip1" / "caption.txt").write_text("  \n")
+    assert "is empty" in _problem(data)
+    (data / "clip1" / "caption.txt").write_text("a ball")
+
+    draw_frame(2, size=(96, 80)).save(data / "clip0" / "frame_0002.png")
+    assert "'clip0' has frames of different sizes (80×80 and 96×80)" in _problem(data)
+    draw_frame(2).save(data / "clip0" / "frame_0002.png")
+
+    (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    (data / "broken.txt").write_text("a ball")
+    assert "video '" in _problem(data) and "broken.mp4' cannot be read" in _problem(data)
+    (data / "broken.mp4").unlink()
+
+    (data / "clip1" / "frame_0001.png").write_bytes(b"not a png")
+    assert "clip1" in _problem(data) and "not an image file" in _problem(data)
+    shutil.rmtree(data / "clip1")
+
+    assert "'clip0' has 6 frames; training uses 8" in _problem(data, frames=8)
+    assert load_clips(data, 64, 4)[0].caption == "a ball rolls to the right, take 0"
+
+
+def test_gif_and_stroke_clips_are_prepared_like_sketches(tmp_path) -> None:
+    frames = [draw_frame(i) for i in range(5)]
+    inverted = [Image.eval(f, lambda v: 255 - v) for f in frames]  # chalk: white lines on black
+    inverted[0].save(tmp_path / "chalk.gif", save_all=True, append_images=inverted[1:], duration=80)
+    (tmp_path / "chalk.txt").write_text("a ball rolls")
+    strokes = tmp_path / "drawn"
+    strokes.mkdir()
+    for i in range(4):
+        stroke = {"points": [[0.1 + 0.1 * i, 0.5], [0.6 + 0.1 * i, 0.5]], "radius": 0.02}
+        data = {"schema": "flipsketch.strokes", "version": 1, "strokes": [stroke]}
+        (strokes / f"frame_{i + 1:04d}.json").write_text(json.dumps(data))
+    (strokes / "caption.txt").write_text("a line slides")
+    gif, drawn = load_clips(tmp_path, 64, 4)
+    assert (gif.name, len(gif.frames), drawn.name, len(drawn.frames)) == ("chalk", 5, "drawn", 4)
+    assert np.median(gif.frames[0]) == 255 and gif.frames[0].min() < 100  # black lines on white again
+    row = drawn.frames[:, 32]  # the stroke is a horizontal line at mid height, moving right
+    assert row[0, 10] < 128 and row[3, 10] > 128 and row[3, 50] < 128
+
+
+def test_cli_trains_and_reports_bad_data(clip_data, tiny_model_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "cli"
+    args = ["train-lora", str(clip_data), "--out", str(out), "--model", str(tiny_model_dir), "--steps", "2"]
+    args += ["--resolution", "64", "--frames", "4", "--rank", "4", "--validation-steps", "0"]
+    assert main(args) == 0
+    assert json.loads((out / "run.json").read_text())["steps_done"] == 2
+    assert "LoRA written to" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    write_clips(bad, count=1)
+    (bad / "clip0" / "caption.txt").unlink()
+    assert main(["train-lora", str(bad), "--out", str(tmp_path / "x"), "--model", str(tiny_model_dir)]) == 2
+    assert "has no caption" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
