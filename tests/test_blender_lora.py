@@ -12,6 +12,8 @@ import bpy
 import numpy as np
 import pytest
 
+from flipsketch.clips import load_clips
+
 from .conftest import ROOT
 from .test_blender import SQUARE, _reference_square, _world_points, addon, scene  # noqa: F401
 
@@ -68,6 +70,12 @@ def test_training_clip_holds_every_frame_as_jobs_project_it(scene, tmp_path: Pat
     assert np.abs(_points(drawings[2]) - first).max() > 0.05
     assert np.array_equal(_points(drawings[3]), _points(drawings[2]))
     assert [p.name for p in tmp_path.iterdir()] == ["Sketch_Lines"]  # no temporary folder left
+
+    (trainable,) = load_clips(tmp_path, 256, 4)  # what `flipsketch train-lora` will learn from
+    assert trainable.caption == "the plus slides" and trainable.frames.shape == (4, 256, 256)
+    for frame, drawing in zip(trainable.frames, drawings, strict=True):
+        columns, rows = (np.clip(_points(drawing) * 256, 0, 255).astype(int)).T
+        assert frame[rows, columns].mean() < 128 and np.median(frame) == 255  # ink where the camera saw strokes
 
     result = bpy.ops.flipsketch.export_training_clip(
         directory=str(tmp_path), clip_name="every other", caption="x", frame_start=1, frame_end=5, step=2

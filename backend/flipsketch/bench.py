@@ -9,6 +9,14 @@ them are meaningful on a CPU; absolute times are worth quoting from a GPU.
   (c) FlipSketch with frame alignment (the paper's full method)
   (d) (c) with alignment early stopping, to show what it saves and costs
 
+With `--train`, the workloads are LoRA training steps (`flipsketch train-lora`)
+on clips made from the example drawing, and LoRA inference:
+
+  (e) one LoRA training step, batch 1 (the baseline)
+  (f) (e) with gradient checkpointing
+  (g) FlipSketch without alignment, no LoRA
+  (h) (g) with a rank-16 LoRA applied
+
 Model sizes: `tiny` (the test model), `mid` (a 22.6 M-parameter UNet, same block
 layout) and `full` (the published configuration, random weights; GPU).
 """
@@ -16,6 +24,7 @@ layout) and `full` (the published configuration, random weights; GPU).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -98,6 +107,7 @@ class Result:
     peak_bytes: int
     tflop: float | None = None
     extra: str = ""
+    baseline: Result | None = None  # what `ratio` compares with; None = the first workload
 
 
 def plain_text_to_video(model: SketchModel, params: AnimateParams) -> None:
@@ -184,6 +194,67 @@ def run(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
     return results, model
 
 
+def training_clips(width: int, frames: int) -> list[Any]:
+    """Two clips of the example drawing sliding sideways, prepared like user clips."""
+    from flipsketch.clips import load_clips
+
+    drawing = prepare_image(EXAMPLE, width, width)
+    with tempfile.TemporaryDirectory(prefix="flipsketch-bench-") as data:
+        for clip, direction in (("left", -1), ("right", 1)):
+            folder = Path(data) / clip
+            folder.mkdir()
+            for i in range(frames):
+                shifted = Image.new("L", drawing.size, 255)
+                shifted.paste(drawing, (direction * 2 * i, 0))
+                shifted.save(folder / f"frame_{i:04d}.png")
+            (folder / "caption.txt").write_text(f"the cat slides to the {clip}")
+        return load_clips(data, width, frames)
+
+
+def run_training(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
+    from flipsketch.lora import LoraRef
+    from flipsketch.train import LoraTrainer, gradient_checkpointing
+    from flipsketch.train_config import TrainConfig
+
+    device = pick_device(args.device)
+    model = build_model(args.size, Path(args.model_dir) / args.size, pick_dtype(args.dtype, device), device)
+    config = TrainConfig(rank=16, learning_rate=1e-4, batch=1, resolution=args.width, frames=args.frames)
+    trainer = LoraTrainer(model, training_clips(args.width, args.frames), config)
+    steps = args.train_steps
+
+    def train_steps() -> None:
+        for _ in range(steps):
+            trainer.train_step()
+
+    trainer.train_step()  # warm-up
+    e = measure(f"(e) LoRA training step x{steps}", model, train_steps, args.count_flops)[0]
+    with gradient_checkpointing(model.unet, True):
+        trainer.train_step()
+        f = measure("(f) (e) + gradient checkpointing", model, train_steps, args.count_flops)[0]
+    for result in (e, f):
+        result.extra = f"{result.seconds / steps:.3f} s per step"
+    with tempfile.TemporaryDirectory(prefix="flipsketch-bench-") as folder:
+        adapter = Path(folder)
+        trainer.save_adapter(adapter)
+        model.unet.eval()
+        sketch = prepare_image(EXAMPLE, args.width, args.height)
+        base = AnimateParams(
+            prompt="the cat turns its head",
+            frames=args.frames,
+            steps=args.steps,
+            width=args.width,
+            height=args.height,
+            align=False,
+            binarize=False,
+        )
+        styled = AnimateParams(**{**base.__dict__, "loras": [LoraRef(str(adapter))]})
+        animate(model, sketch, styled)  # warm-up, and the adapter is loaded once, as on a server
+        g = measure("(g) FlipSketch, no alignment", model, lambda: animate(model, sketch, base), args.count_flops)[0]
+        h = measure("(h) (g) + rank-16 LoRA", model, lambda: animate(model, sketch, styled), args.count_flops)[0]
+    f.baseline, h.baseline = e, g
+    return [e, f, g, h], model
+
+
 def report(results: list[Result], args: argparse.Namespace, device_name: str, model: SketchModel) -> str:
     base = results[0].seconds
     params = sum(p.numel() for p in model.unet.parameters()) / 1e6
@@ -195,14 +266,15 @@ def report(results: list[Result], args: argparse.Namespace, device_name: str, mo
     ]
     for r in results:
         rate = f"{r.tflop / r.seconds:8.1f}" if r.tflop is not None else f"{'-':>8}"
-        lines.append(f"{r.name:40} {r.seconds:9.2f} {r.seconds / base:7.2f} {r.peak_bytes / 2**20:9.0f} {rate}")
+        ratio = r.seconds / (r.baseline.seconds if r.baseline else base)
+        lines.append(f"{r.name:40} {r.seconds:9.2f} {ratio:7.2f} {r.peak_bytes / 2**20:9.0f} {rate}")
         if r.extra:
             lines.append(f"{'':40} {r.extra}")
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
-    results, model = run(args)
+    results, model = run_training(args) if args.train else run(args)
     device = pick_device(args.device)
     name = (
         torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"

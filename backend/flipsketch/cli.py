@@ -195,6 +195,8 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--count-flops", action="store_true", help="count FLOPs (one extra run each; for GPUs)")
+    parser.add_argument("--train", action="store_true", help="LoRA training steps and LoRA inference instead")
+    parser.add_argument("--train-steps", type=int, default=5, help="training steps per --train workload")
     parser.add_argument(
         "--model-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "flipsketch", "bench-models")
     )
