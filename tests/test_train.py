@@ -181,3 +181,13 @@ def test_cli_trains_and_reports_bad_data(clip_data, tiny_model_dir, tmp_path, ca
     assert main(["train-lora", str(bad), "--out", str(tmp_path / "x"), "--model", str(tiny_model_dir)]) == 2
     assert "has no caption" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_training_benchmark_compares_each_workload_with_its_baseline(tmp_path, capsys) -> None:
+    args = ["bench", "--train", "--size", "tiny", "--frames", "4", "--width", "64", "--height", "64"]
+    assert main([*args, "--steps", "2", "--train-steps", "1", "--model-dir", str(tmp_path)]) == 0
+    rows = {line[:3]: line[40:].split() for line in capsys.readouterr().out.splitlines() if line[:3] in "(e)(f)(g)(h)"}
+    assert sorted(rows) == ["(e)", "(f)", "(g)", "(h)"]
+    seconds = {k: float(v[0]) for k, v in rows.items()}
+    for row, baseline in (("(f)", "(e)"), ("(h)", "(g)")):
+        assert float(rows[row][1]) == pytest.approx(seconds[row] / seconds[baseline], rel=0.1)  # printed rounded
