@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 
+from flipsketch.board import Shot
 from flipsketch.errors import InputError
 from flipsketch.lora import LoraRef, applied_loras, tuner_layers
 from flipsketch.models import load_model
@@ -156,6 +157,9 @@ def test_server_applies_loras_per_job(tiny_model_dir, adapters, tmp_path) -> Non
         assert record["params"]["loras"] == [{"path": str(adapters["b"]), "weight": 1.5}]
         assert len(record["stats"]["loras"][0]["sha256"]) == 64
         assert frames[plain["id"]] == frames[again["id"]] != frames[styled["id"]]
+        capabilities = server.client.capabilities()
+        assert capabilities["loaded_loras"] == [str(adapters["b"].resolve())]
+        assert capabilities["limits"]["max_loras"] == 8
 
         bad = {
             "params": {**FAST, "loras": [{"path": str(tmp_path / "missing")}]},
@@ -166,3 +170,15 @@ def test_server_applies_loras_per_job(tiny_model_dir, adapters, tmp_path) -> Non
         assert status == 422 and error["field"] == "params" and "does not exist" in error["message"]
     finally:
         server.stop()
+
+
+def test_a_retrained_lora_makes_a_storyboard_shot_run_again(model, tmp_path) -> None:
+    style = make_adapter(tmp_path / "style", model.unet, seed=5)
+    sketch = tmp_path / "cat.png"
+    sketch.write_bytes(PNG)
+    shot = Shot("s1", AnimateParams(prompt="x", loras=[LoraRef(str(style))]), 1, sketch, None)
+    before = shot.fingerprint()
+    assert shot.fingerprint() == before
+    state = load_file(str(style / "adapter_model.safetensors"))
+    save_file({k: v * 2 for k, v in state.items()}, str(style / "adapter_model.safetensors"))
+    assert shot.fingerprint() != before

@@ -30,6 +30,8 @@ from PIL import Image, ImageDraw
 
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import FlipSketchError, InputError
+from flipsketch.lora import check_folder
+from flipsketch.lora import fingerprint as lora_fingerprint
 from flipsketch.params import AnimateParams
 
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -44,9 +46,11 @@ class Shot:
     strokes: dict[str, Any] | None
 
     def fingerprint(self) -> str:
-        """Changes when anything that decides the shot's frames changes."""
+        """Changes when anything that decides the shot's frames changes,
+        including a LoRA retrained into the same folder."""
         source = self.sketch.read_bytes() if self.sketch else json.dumps(self.strokes, sort_keys=True).encode()
-        payload = json.dumps(self.params.to_dict(), sort_keys=True).encode() + hashlib.sha256(source).digest()
+        loras = [lora_fingerprint(check_folder(ref.path)) for ref in self.params.loras]
+        payload = json.dumps([self.params.to_dict(), loras], sort_keys=True).encode() + hashlib.sha256(source).digest()
         return hashlib.sha256(payload).hexdigest()
 
     def load_sketch(self) -> Image.Image:

@@ -30,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from flipsketch import __version__
 from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.jobs import FINAL, Job, JobStore, Worker
+from flipsketch.lora import MAX_LORAS
 from flipsketch.models import ModelSource, source_from
 from flipsketch.params import MAX_FRAMES, AnimateParams
 from flipsketch.sketch import prepare_image, prepare_reference, rasterize_strokes
@@ -173,7 +174,13 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
             "loaded_model": asdict(loaded.source) if loaded else None,
             "tiny_random_model": bool(loaded and loaded.is_tiny_random),
             "defaults": AnimateParams(prompt="").to_dict(),
-            "limits": {"max_frames": MAX_FRAMES, "max_body_bytes": MAX_BODY_BYTES, "max_variants": 16},
+            "limits": {
+                "max_frames": MAX_FRAMES,
+                "max_body_bytes": MAX_BODY_BYTES,
+                "max_variants": 16,
+                "max_loras": MAX_LORAS,
+            },
+            "loaded_loras": [key[0] for key in loaded.loras.loaded] if loaded and loaded.loras else [],
             "queue_length": store.pending.qsize(),
         }
 
