@@ -175,6 +175,11 @@ def test_cli_trains_and_reports_bad_data(clip_data, tiny_model_dir, tmp_path, ca
     assert main(args) == 0
     assert json.loads((out / "run.json").read_text())["steps_done"] == 2
     assert "LoRA written to" in capsys.readouterr().out
+    check = ["train-lora", str(clip_data), "--out", str(tmp_path / "check"), "--model", str(tmp_path / "no-model")]
+    assert main([*check, "--check-data", "--resolution", "64", "--frames", "4"]) == 0  # no model is loaded
+    preview = Image.open(tmp_path / "check" / "data-preview" / "clip0.png")
+    assert preview.size == (6 * 64 + 7 * 4, 64 + 2 * 4)  # all 6 frames, as the trainer sees them
+    assert "3 clips are usable" in capsys.readouterr().out
     bad = tmp_path / "bad"
     write_clips(bad, count=1)
     (bad / "clip0" / "caption.txt").unlink()

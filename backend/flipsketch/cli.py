@@ -257,6 +257,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train_lora(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from tqdm import tqdm
 
     from flipsketch.clips import load_clips
@@ -281,6 +283,14 @@ def _train_lora(args: argparse.Namespace) -> int:
     )
     config.validate()
     clips = load_clips(args.data, config.resolution, config.frames)  # data errors before the model loads
+    if args.check_data:
+        from flipsketch.clips import write_previews
+
+        folder = write_previews(clips, Path(args.out) / "data-preview")
+        for clip in clips:
+            print(f"{clip.name}: {len(clip.frames)} frames, caption: {clip.caption}")
+        print(f"{len(clips)} clips are usable; what the trainer sees: {folder}")
+        return 0
     device = pick_device(args.device)
     model = load_model(
         source_from(args.model, args.subfolder, args.revision), dtype=pick_dtype(args.dtype, device), device=device
@@ -381,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, about 30%% slower")
     train.add_argument(
         "--validation-steps", type=int, default=d.validation_steps, help="DDIM steps of the validation clip (0: none)"
+    )
+    train.add_argument(
+        "--check-data", action="store_true", help="only check the clips and write what the trainer sees to --out"
     )
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     train.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out")

@@ -166,3 +166,15 @@ def load_clips(data: str | Path, resolution: int, min_frames: int) -> list[Clip]
             "fewer frames: lower --frames).",
         )
     return clips
+
+
+def write_previews(clips: list[Clip], folder: Path) -> Path:
+    """One contact sheet per clip of the frames exactly as training sees them."""
+    from flipsketch.outputs import contact_sheet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        contact_sheet([Image.fromarray(frame, "L") for frame in clip.frames], columns=8).save(
+            folder / f"{clip.name}.png"
+        )
+    return folder
