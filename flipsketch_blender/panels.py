@@ -63,13 +63,13 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
 
 
 def draw_loras(layout: bpy.types.UILayout, context) -> None:
-    """The LoRAs of the preferences, compact: new jobs use the enabled ones,
-    so they stay in sight (folders are chosen in the preferences)."""
+    """The LoRAs of the preferences, compact, with a button to add one: new
+    jobs use the enabled ones, so they stay in sight where Animate is."""
     loras = [lora for lora in addon_preferences(context).loras if lora.path.strip()]
-    if not loras:
-        return
     box = layout.box()
-    box.label(text="Sketch styles (LoRA)")
+    row = box.row()
+    row.label(text="Sketch styles (LoRA)")
+    row.operator("flipsketch.lora_add", text="", icon="ADD")
     for lora in loras:
         row = box.row(align=True)
         row.prop(lora, "enabled", text=Path(lora.path).name or lora.path)

@@ -119,15 +119,21 @@ class FLIPSKETCH_UL_loras(bpy.types.UIList):
 
 
 class FLIPSKETCH_OT_lora_add(bpy.types.Operator):
-    """Add a sketch-style LoRA to the list used by every new job"""
+    """Add a sketch-style LoRA (a folder written by `flipsketch train-lora`) to the list used by every new job"""
 
     bl_idname = "flipsketch.lora_add"
     bl_label = "Add LoRA"
-    path: bpy.props.StringProperty(name="LoRA folder", subtype="DIR_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"})
+    directory: bpy.props.StringProperty(
+        name="LoRA folder", subtype="DIR_PATH", options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"}
+    )
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)  # pick the folder; execute runs when it is chosen
+        return {"RUNNING_MODAL"}
 
     def execute(self, context):
         prefs = addon_preferences(context)
-        prefs.loras.add().path = self.path
+        prefs.loras.add().path = self.directory
         prefs.lora_index = len(prefs.loras) - 1
         context.preferences.is_dirty = True  # a collection change is not saved otherwise
         return {"FINISHED"}

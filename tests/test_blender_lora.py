@@ -190,10 +190,10 @@ def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     assert "loras" not in sent[-1]["params"]  # none: older backends get what they know
 
-    assert bpy.ops.flipsketch.lora_add(path=str(tmp_path / "ink")) == {"FINISHED"}
+    assert bpy.ops.flipsketch.lora_add(directory=str(tmp_path / "ink")) == {"FINISHED"}
     loras[-1].weight = 0.75
-    bpy.ops.flipsketch.lora_add(path="//styles/pencil/")
-    bpy.ops.flipsketch.lora_add(path=str(tmp_path / "off"))
+    bpy.ops.flipsketch.lora_add(directory="//styles/pencil/")
+    bpy.ops.flipsketch.lora_add(directory=str(tmp_path / "off"))
     loras[-1].enabled = False
     bpy.ops.flipsketch.lora_add()  # no folder chosen yet
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}

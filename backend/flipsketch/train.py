@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from flipsketch.clips import Clip, load_clips
-from flipsketch.errors import InputError
+from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraRef, inject, lora_cache, use_only
 from flipsketch.models import SketchModel
 from flipsketch.train_config import TrainConfig
@@ -102,7 +102,6 @@ class LoraTrainer:
         unet = model.unet
         if ADAPTER_NAME in getattr(unet, "peft_config", {}):  # a model reused for another run
             lora_cache(model).drop(ADAPTER_NAME)
-        torch.manual_seed(config.seed)  # the adapter's initial A matrices
         self.lora_config = LoraConfig(
             r=config.rank,
             lora_alpha=config.alpha or config.rank,
@@ -110,7 +109,9 @@ class LoraTrainer:
             init_lora_weights="gaussian",
             base_model_name_or_path=model.source.name,
         )
-        inject(unet, self.lora_config, ADAPTER_NAME)  # float32 adapter, also on a bf16 base
+        with torch.random.fork_rng(devices=[]):  # seeded initial A matrices, global RNG untouched
+            torch.manual_seed(config.seed)
+            inject(unet, self.lora_config, ADAPTER_NAME)  # float32 adapter, also on a bf16 base
         use_only(unet, [ADAPTER_NAME], trainable=True)
         self.named_params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(self.named_params.values(), lr=config.learning_rate)
@@ -314,13 +315,20 @@ def train_lora(
     if resume and checkpoints(out):
         resumed_from = checkpoints(out)[-1]
         trainer.resume(resumed_from)
-    with gradient_checkpointing(model.unet, config.gradient_checkpointing):
-        while trainer.step < config.steps:
-            loss = trainer.train_step()
-            if on_step:
-                on_step(trainer.step, loss)
-            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
-                trainer.save_checkpoint(out)
+    try:
+        with gradient_checkpointing(model.unet, config.gradient_checkpointing):
+            while trainer.step < config.steps:
+                loss = trainer.train_step()
+                if on_step:
+                    on_step(trainer.step, loss)
+                if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
+                    trainer.save_checkpoint(out)
+    except torch.OutOfMemoryError:
+        raise FlipSketchError(
+            f"The {model.device.type.upper()} ran out of memory at step {trainer.step + 1}.",
+            "Pass --gradient-checkpointing, or lower --batch, --frames or --resolution; "
+            "--resume continues from the last checkpoint.",
+        ) from None
     _save_final(trainer, out)
     timed = trainer.step_seconds[1:] or trainer.step_seconds
     record: dict[str, Any] = {
