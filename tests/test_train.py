@@ -196,3 +196,13 @@ def test_training_benchmark_compares_each_workload_with_its_baseline(tmp_path, c
     seconds = {k: float(v[0]) for k, v in rows.items()}
     for row, baseline in (("(f)", "(e)"), ("(h)", "(g)")):
         assert float(rows[row][1]) == pytest.approx(seconds[row] / seconds[baseline], rel=0.1)  # printed rounded
+
+
+def test_a_warm_model_serves_plain_jobs_again_after_training(clip_data, model, tiny_model_dir, tmp_path) -> None:
+    train_lora(clip_data, tmp_path / "quick", model, TrainConfig(steps=2, validation_steps=0, **FAST))
+    assert not model.unet.training and not any(p.requires_grad for p in model.unet.parameters())
+    x = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = model.encode_prompts(["a ball"])
+    fresh = load_model(str(tiny_model_dir))
+    with torch.no_grad():
+        assert torch.equal(model.unet(x, 10, text).sample, fresh.unet(x, 10, text).sample)

@@ -261,8 +261,6 @@ def validate_adapter(trainer: LoraTrainer, out: Path) -> dict[str, Any]:
     from flipsketch.pipeline import animate
 
     cfg, clip = trainer.config, trainer.clips[0]
-    trainer.model.unet.eval()
-    lora_cache(trainer.model).adopt(out, ADAPTER_NAME)
     params = AnimateParams(
         prompt=clip.caption,
         frames=cfg.frames,
@@ -311,11 +309,10 @@ def train_lora(
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     trainer = LoraTrainer(model, clips, config)
-    resumed_from = None
-    if resume and checkpoints(out):
-        resumed_from = checkpoints(out)[-1]
-        trainer.resume(resumed_from)
+    resumed_from = checkpoints(out)[-1] if resume and checkpoints(out) else None
     try:
+        if resumed_from:
+            trainer.resume(resumed_from)
         with gradient_checkpointing(model.unet, config.gradient_checkpointing):
             while trainer.step < config.steps:
                 loss = trainer.train_step()
@@ -323,13 +320,17 @@ def train_lora(
                     on_step(trainer.step, loss)
                 if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
                     trainer.save_checkpoint(out)
+        _save_final(trainer, out)
+        lora_cache(model).adopt(out, ADAPTER_NAME)  # jobs naming `out` use the adapter as trained
     except torch.OutOfMemoryError:
         raise FlipSketchError(
             f"The {model.device.type.upper()} ran out of memory at step {trainer.step + 1}.",
             "Pass --gradient-checkpointing, or lower --batch, --frames or --resolution; "
             "--resume continues from the last checkpoint.",
         ) from None
-    _save_final(trainer, out)
+    finally:  # a warm model (server) goes back to serving jobs: no adapter active, nothing trainable
+        model.unet.eval()
+        lora_cache(model).deactivate()
     timed = trainer.step_seconds[1:] or trainer.step_seconds
     record: dict[str, Any] = {
         "kind": "flipsketch.lora",
