@@ -19,7 +19,8 @@ from flipsketch.lora import LoraRef, check_folder
 from flipsketch.models import load_model
 from flipsketch.params import AnimateParams
 from flipsketch.pipeline import animate
-from flipsketch.train import TrainConfig, checkpoints, train_lora
+from flipsketch.train import train_lora
+from flipsketch.train_config import TrainConfig, checkpoints
 
 from .synthetic import draw_frame, write_clips
 

@@ -56,7 +56,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         if body is not None:
             headers["Content-Type"] = "application/json"
-        attempts = 1 if method == "POST" and path == "/v1/jobs" else self.retries + 1
+        attempts = 1 if method == "POST" and path in ("/v1/jobs", "/v1/train") else self.retries + 1
         for attempt in range(attempts):
             request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
             try:
@@ -119,6 +119,25 @@ class Client:
         if model:
             payload.update(model=model, subfolder=subfolder, revision=revision)
         return self._json("POST", "/v1/jobs", payload)
+
+    def train(
+        self,
+        data: str | Path,
+        out: str | Path,
+        config: dict[str, Any] | None = None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        model: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a LoRA training run on the server's GPU. `data` and `out` are
+        folders on the server's machine; follow it with events()/wait() like a
+        job, and download() fetches the adapter, run.json and previews."""
+        payload: dict[str, Any] = {"data": str(data), "out": str(out), "config": config or {}}
+        payload.update(resume=resume, overwrite=overwrite)
+        if model:
+            payload["model"] = model
+        return self._json("POST", "/v1/train", payload)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")

@@ -45,6 +45,8 @@ class Job:
     model: dict[str, Any] | None = None  # {"name", "subfolder", "revision"}; None = the server's model
     fps: int = 10
     segment: dict[str, Any] | None = None  # {"first_index": n}: an extension of a clip
+    kind: str = "animate"  # or "train": a LoRA training run (`train` holds its request)
+    train: dict[str, Any] | None = None  # {"data", "out", "config", "resume", "overwrite"}
     state: str = QUEUED
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -126,9 +128,19 @@ class JobStore:
             fps=fps,
             segment=segment,
         )
+        return self._add(job, sketch)
+
+    def submit_training(self, request: dict[str, Any], model: ModelSource | None) -> Job:
+        """Queue a LoRA training run on the warm model (checked by the server)."""
+        return self._add(
+            Job(id=uuid.uuid4().hex, params={}, model=asdict(model) if model else None, kind="train", train=request)
+        )
+
+    def _add(self, job: Job, sketch: Image.Image | None = None) -> Job:
         folder = self.folder(job.id)
         folder.mkdir()
-        sketch.save(folder / "sketch.png")
+        if sketch is not None:
+            sketch.save(folder / "sketch.png")
         with self.lock:
             self._write(job)
             self.jobs[job.id] = job
@@ -220,24 +232,14 @@ class Worker(threading.Thread):
     def run_job(self, job: Job) -> None:
         import torch
 
-        from flipsketch.outputs import write_animation
-        from flipsketch.pipeline import animate
-
         store = self.store
         store.set_state(job, RUNNING)
         try:
             model = self.model_for(job)
-            folder = store.folder(job.id)
-            sketch = Image.open(folder / "sketch.png").convert("L")
-            params = AnimateParams(**job.params)
-            animation = animate(
-                model, sketch, params, progress=lambda e: store.progress(job, e), cancel=store.tokens[job.id]
-            )
-            first = 0
-            if job.segment:
-                animation, first = animation.as_segment(), job.segment["first_index"]
-            extra = {"segment": job.segment} if job.segment else None
-            write_animation(animation, model, folder / "result", sketch, job.fps, False, first, extra)
+            if job.kind == "train":
+                self.train(job, model)
+            else:
+                self.animate(job, model)
         except Cancelled:
             if self.stopping.is_set():
                 stopped = FlipSketchError("The server stopped during this job.", "Submit the job again.")
@@ -257,6 +259,61 @@ class Worker(threading.Thread):
             )
         else:
             store.set_state(job, DONE)
+
+    def animate(self, job: Job, model: SketchModel) -> None:
+        from flipsketch.outputs import write_animation
+        from flipsketch.pipeline import animate
+
+        store, folder = self.store, self.store.folder(job.id)
+        sketch = Image.open(folder / "sketch.png").convert("L")
+        params = AnimateParams(**job.params)
+        animation = animate(
+            model, sketch, params, progress=lambda e: store.progress(job, e), cancel=store.tokens[job.id]
+        )
+        first = 0
+        if job.segment:
+            animation, first = animation.as_segment(), job.segment["first_index"]
+        extra = {"segment": job.segment} if job.segment else None
+        write_animation(animation, model, folder / "result", sketch, job.fps, False, first, extra)
+
+    def train(self, job: Job, model: SketchModel) -> None:
+        """A LoRA training run on the warm model. Cancelling stops after the
+        current step; the checkpoints stay, so `resume` continues the run.
+        The result (for remote clients) is the adapter, run.json and the
+        validation previews; the LoRA itself is in the run's folder."""
+        from flipsketch.outputs import atomic_folder
+        from flipsketch.train import train_lora
+        from flipsketch.train_config import TrainConfig
+
+        store, request, token = self.store, job.train or {}, self.store.tokens[job.id]
+        config = TrainConfig(**request["config"])
+        started, first_step = time.perf_counter(), None
+
+        def on_step(step: int, loss: float) -> None:
+            nonlocal first_step
+            if token.is_set():
+                raise Cancelled("The training run was cancelled; its checkpoints are kept.")
+            first_step = first_step or step
+            done = step - first_step + 1
+            eta = (time.perf_counter() - started) / done * (config.steps - step)
+            fraction = min(step / config.steps, 0.99)
+            store.progress(job, ProgressEvent("train", step, config.steps, fraction, eta, loss))
+
+        result = train_lora(
+            request["data"],
+            request["out"],
+            model,
+            config,
+            resume=request.get("resume", False),
+            overwrite=request.get("overwrite", False),
+            on_step=on_step,
+        )
+        with atomic_folder(store.folder(job.id) / "result") as partial:
+            for name in ("run.json", "adapter_config.json", "adapter_model.safetensors"):
+                shutil.copy2(result.out / name, partial / name)
+            for name in ("animation.gif", "contact_sheet.png"):
+                if (result.out / "validation" / name).is_file():
+                    shutil.copy2(result.out / "validation" / name, partial / f"validation_{name}")
 
     def stop(self) -> None:
         """Stop taking jobs and cancel the running one, which is recorded as failed

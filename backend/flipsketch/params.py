@@ -13,6 +13,31 @@ TRAINED_FRAMES = 16
 MAX_FRAMES = 32
 
 
+def typed_fields(cls: type, data: dict[str, Any], what: str, skip: frozenset[str] | set[str] = frozenset()) -> dict:
+    """Constructor arguments for dataclass `cls` from JSON: an unknown name or a
+    value of the wrong type is an InputError naming the field; ints become
+    floats where a float is expected. Fields in `skip` pass through unchecked."""
+    known = {f.name: f.type for f in fields(cls)}
+    for name, value in data.items():
+        if name not in known:
+            raise InputError(f"Unknown {what} '{name}'.", f"Known: {', '.join(known)}.")
+        if name in skip:
+            continue
+        expected = known[name].replace(" | None", "")
+        optional = known[name].endswith("| None")
+        ok = (value is None and optional) or {
+            "str": isinstance(value, str),
+            "bool": isinstance(value, bool),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+        }[expected]
+        if not ok:
+            raise InputError(
+                f"{what.capitalize()} '{name}' must be {expected}, not {value!r}.", "Fix the value's type."
+            )
+    return {k: float(v) if known[k].replace(" | None", "") == "float" and v is not None else v for k, v in data.items()}
+
+
 @dataclass
 class AnimateParams:
     """Everything that decides an animation; defaults are the paper's."""
@@ -54,25 +79,10 @@ class AnimateParams:
         an unknown name or a wrong type is an InputError naming the field."""
         if not isinstance(data, dict):
             raise InputError("'params' must be a JSON object.", "Send {'prompt': '...', ...}.")
-        known = {f.name: f for f in fields(cls)}
-        for name, value in data.items():
-            if name not in known:
-                raise InputError(f"Unknown parameter '{name}'.", f"Known parameters: {', '.join(known)}.")
-            if name == "loras":
-                continue  # checked entry by entry in __post_init__
-            expected = known[name].type.replace(" | None", "")
-            optional = known[name].type.endswith("| None")
-            ok = (value is None and optional) or {
-                "str": isinstance(value, str),
-                "bool": isinstance(value, bool),
-                "int": isinstance(value, int) and not isinstance(value, bool),
-                "float": isinstance(value, int | float) and not isinstance(value, bool),
-            }[expected]
-            if not ok:
-                raise InputError(f"Parameter '{name}' must be {expected}, not {value!r}.", "Fix the value's type.")
+        kwargs = typed_fields(cls, data, "parameter", skip={"loras"})  # LoRAs: checked in __post_init__
         if "prompt" not in data:
             raise InputError("Parameter 'prompt' is missing.", "Describe the motion, e.g. 'the cat turns its head'.")
-        params = cls(**{k: float(v) if known[k].type == "float" else v for k, v in data.items()})
+        params = cls(**kwargs)
         params.validate()
         return params
 

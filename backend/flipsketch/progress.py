@@ -24,11 +24,12 @@ class CancelToken(threading.Event):
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    stage: str  # encode | invert | align | denoise | decode | done
+    stage: str  # encode | invert | align | denoise | decode | train | done
     step: int  # 1-based step within the stage
     total: int  # steps in the stage
     fraction: float  # overall 0..1, weighted by cost
     eta_s: float | None  # seconds left, None until it can be estimated
+    loss: float | None = None  # training jobs: the step's loss
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

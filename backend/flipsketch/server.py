@@ -96,6 +96,45 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
     return params, sketch, source, fps, segment
 
 
+def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
+    """Validate a training submission against the server's own files: the data
+    folder and the run folder are paths on this machine."""
+    from flipsketch.train_config import TrainConfig, check_out
+
+    if not isinstance(body, dict):
+        raise HTTPException(400, {"message": "The body must be a JSON object.", "hint": "", "field": None})
+
+    def bad(field: str, message: str, hint: str) -> HTTPException:
+        return HTTPException(422, {"message": message, "hint": hint, "field": field})
+
+    unknown = set(body) - {"data", "out", "config", "resume", "overwrite", "model", "subfolder", "revision"}
+    if unknown:
+        raise bad(sorted(unknown)[0], f"Unknown field '{sorted(unknown)[0]}'.", "See the training API in the README.")
+    data, out = body.get("data"), body.get("out")
+    if not isinstance(data, str) or not Path(data).expanduser().is_dir():
+        raise bad("data", f"Training data folder {data!r} does not exist on the server.", "Send a folder of clips.")
+    if not isinstance(out, str) or not out.strip():
+        raise bad("out", "'out' must name the LoRA folder to write.", "Send a folder path on the server.")
+    flags = {name: body.get(name, False) for name in ("resume", "overwrite")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise bad(name, f"'{name}' must be true or false, not {value!r}.", "")
+    try:
+        config = TrainConfig.from_dict(body.get("config", {}))
+    except InputError as exc:
+        raise _input_error(exc, "config") from None
+    try:
+        check_out(Path(out).expanduser(), **flags)
+    except InputError as exc:
+        raise _input_error(exc, "out") from None
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad("model", "'model' must be a string.", "")
+    source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
+    request = {"data": str(Path(data).expanduser()), "out": str(Path(out).expanduser()), "config": asdict(config)}
+    return {**request, **flags}, source
+
+
 def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = None, on_shutdown: Any = None) -> FastAPI:
     stopping = threading.Event()
 
@@ -192,6 +231,14 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
             raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
         params, sketch, source, fps, segment = parse_job_request(body)
         return describe(store.submit(params, sketch, source, fps, segment))
+
+    @v1.post("/train", status_code=202)
+    async def train(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
+        return describe(store.submit_training(*parse_train_request(body)))
 
     @v1.get("/jobs")
     def list_jobs() -> dict[str, Any]:

@@ -39,12 +39,10 @@ from flipsketch.clips import Clip, load_clips
 from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraRef, inject, lora_cache, use_only
 from flipsketch.models import SketchModel
-from flipsketch.train_config import TrainConfig
+from flipsketch.train_config import CHECKPOINTS, TRAINER_STATE, TrainConfig, check_out, checkpoints
 
 ADAPTER_NAME = "trained"  # not "train": adapter names become ModuleDict keys
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
-CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer.pt"
 # A checkpoint can only be resumed by a run that builds the same adapter on the same samples.
 RESUME_KEYS = ("rank", "alpha", "resolution", "frames", "batch")
 
@@ -211,24 +209,14 @@ class LoraTrainer:
         self.step, self.losses = state["step"], list(state["losses"])
 
 
-def checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoint folders of `out`, oldest first."""
-    return sorted(p for p in (Path(out) / CHECKPOINTS).glob("step-*") if (p / TRAINER_STATE).is_file())
-
-
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix two runs in one folder; --overwrite removes only what a run writes."""
-    earlier = checkpoints(out) or (out / ADAPTER_WEIGHTS).exists()
+    check_out(out, resume, overwrite)
     if overwrite:
         for name in (CHECKPOINTS, "validation"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, "run.json"):
             (out / name).unlink(missing_ok=True)
-    elif earlier and not resume:
-        raise InputError(
-            f"'{out}' already holds a LoRA training run.",
-            "Pass --resume to continue it, --overwrite to start over, or choose another --out.",
-        )
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -1,11 +1,20 @@
-"""LoRA training options (no torch import: the CLI builds its help from them)."""
+"""LoRA training options and the layout of a training run's folder.
+
+No torch import: the CLI builds its help from these, and the server checks a
+training request with them before it queues the job."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flipsketch.errors import InputError
+from flipsketch.lora import ADAPTER_WEIGHTS
+from flipsketch.params import typed_fields
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer.pt"
 
 
 @dataclass
@@ -25,6 +34,15 @@ class TrainConfig:
     seed: int = 0
     gradient_checkpointing: bool = False
     validation_steps: int = 25  # DDIM steps of the validation animation; 0 = none
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """Options from JSON (a training job), each problem naming its field."""
+        if not isinstance(data, dict):
+            raise InputError("'config' must be a JSON object.", "Send {'steps': 1000, 'rank': 16, ...}.")
+        config = cls(**typed_fields(cls, data, "training option"))
+        config.validate()
+        return config
 
     def validate(self) -> None:
         def bad(name: str, value: Any, fix: str) -> InputError:
@@ -48,3 +66,18 @@ class TrainConfig:
             raise bad("checkpoint_every/keep_checkpoints", self.checkpoint_every, "Use positive numbers.")
         if self.validation_steps < 0:
             raise bad("validation_steps", self.validation_steps, "Use 0 (no validation) or more.")
+
+
+def checkpoints(out: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run's folder, oldest first."""
+    return sorted(p for p in (Path(out) / CHECKPOINTS).glob("step-*") if (p / TRAINER_STATE).is_file())
+
+
+def check_out(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """A run's folder may hold an earlier run only when it is resumed or replaced."""
+    out = Path(out)
+    if (checkpoints(out) or (out / ADAPTER_WEIGHTS).exists()) and not (resume or overwrite):
+        raise InputError(
+            f"'{out}' already holds a LoRA training run.",
+            "Pass --resume to continue it, --overwrite to start over, or choose another --out.",
+        )
