@@ -182,3 +182,23 @@ def test_a_retrained_lora_makes_a_storyboard_shot_run_again(model, tmp_path) -> 
     state = load_file(str(style / "adapter_model.safetensors"))
     save_file({k: v * 2 for k, v in state.items()}, str(style / "adapter_model.safetensors"))
     assert shot.fingerprint() != before
+
+
+def test_cli_applies_loras_with_weights(tiny_model_dir, adapters, tmp_path) -> None:
+    from flipsketch.cli import main
+
+    from .conftest import ROOT
+
+    odd = tmp_path / "style=v2"  # an '=' that belongs to the folder name
+    odd.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (odd / name).write_bytes((adapters["b"] / name).read_bytes())
+    args = ["animate", str(ROOT / "examples" / "cat.png"), "--model", str(tiny_model_dir), "--prompt", "a cat"]
+    args += ["--width", "64", "--height", "64", "--frames", "3", "--steps", "2", "--no-align"]
+    args += ["--lora", f"{adapters['a']}=0.5", "--lora", str(odd), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["params"]["loras"] == [{"path": str(adapters["a"]), "weight": 0.5}, {"path": str(odd), "weight": 1.0}]
+    assert [entry["weight"] for entry in record["stats"]["loras"]] == [0.5, 1.0]
+    assert main([*args[:-1], str(tmp_path / "bad"), "--lora", str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "bad").exists()
