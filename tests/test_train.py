@@ -207,3 +207,22 @@ def test_a_warm_model_serves_plain_jobs_again_after_training(clip_data, model, t
     fresh = load_model(str(tiny_model_dir))
     with torch.no_grad():
         assert torch.equal(model.unet(x, 10, text).sample, fresh.unet(x, 10, text).sample)
+
+
+def test_mixed_precision_bf16_base_float32_adapter(clip_data, tiny_model_dir, tmp_path) -> None:
+    """The GPU set-up (bf16 base) on the CPU: the adapter trains and is applied
+    in float32, so a job that loads it gives the trained pipeline's frames."""
+    bf16 = load_model(str(tiny_model_dir), dtype=torch.bfloat16)
+    out = tmp_path / "bf16"
+    result = train_lora(clip_data, out, bf16, TrainConfig(steps=3, validation_steps=0, **FAST))
+    assert result.record["dtype"] == "bfloat16"
+    sketch = Image.fromarray(result.trainer.clips[0].frames[0], "L")
+    params = AnimateParams(prompt="a ball", width=64, height=64, frames=4, steps=3, align_iters=2, binarize=False)
+    params.loras = [LoraRef(str(out))]
+    trained = animate(bf16, sketch, params)
+    reloaded_model = load_model(str(tiny_model_dir), dtype=torch.bfloat16)
+    reloaded = animate(reloaded_model, sketch, params)
+    for model in (bf16, reloaded_model):
+        assert {p.dtype for n, p in model.unet.named_parameters() if "lora_" in n} == {torch.float32}
+    for a, b in zip(trained.frames[0], reloaded.frames[0], strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
