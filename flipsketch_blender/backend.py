@@ -1,10 +1,12 @@
 """Connection to the FlipSketch backend, off Blender's main thread.
 
-Each job runs in a thread that connects (starting the managed local server
-when needed), submits, follows progress and downloads results. Threads never
-touch bpy: they put messages on a queue that `pump()` drains on the main
-thread (a `bpy.app.timers` callback), where job items are updated and results
-imported.
+Each job (an animation, or a LoRA training run) runs in a thread that
+connects (starting the managed local server when needed), submits, follows
+progress and finishes: an animation downloads and prepares its results, a
+training run only reports its LoRA folder. Threads never touch bpy: they put
+messages on a queue that `pump()` drains on the main thread (a
+`bpy.app.timers` callback), where job items are updated, results imported and
+trained LoRAs added to the preferences.
 """
 
 import importlib.util
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +140,18 @@ def stop_managed_server() -> None:
     _server.clear()
 
 
-def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing: int, append_to) -> None:
+@dataclass
+class Task:
+    """What differs between job kinds; the thread that runs them is `_run_job`."""
+
+    submit: Callable  # (client) -> the server's answer {"id": …}; may raise
+    finish: Callable  # (client, server job id, post) -> data of the "done" message (no bpy here)
+    cancelled: str = ""  # what the job's row says when it was cancelled on the server
+
+
+def _run_job(key: str, settings: Settings, task: Task) -> None:
+    """Connect, submit, follow the server's events and finish: every outcome
+    becomes a message for pump()."""
     active = _active[key]
 
     def post(kind: str, **data) -> None:
@@ -149,27 +163,25 @@ def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing:
         if active["cancel"].is_set():
             post("state", state="cancelled", message="Cancelled before it was sent.")
             return
-        job_id = client.submit(**request)["id"]
+        job_id = task.submit(client)["id"]
         active.update(client=client, job_id=job_id)
         if active["cancel"].is_set():
             client.cancel(job_id)
         post("state", state="queued", backend_id=job_id)
         for event in client.events(job_id):
             if event["type"] == "progress":
-                post("progress", stage=event["stage"], fraction=event["fraction"], eta=event.get("eta_s"))
+                extra = {name: event[name] for name in ("step", "total", "loss") if event.get(name) is not None}
+                post("progress", stage=event["stage"], fraction=event["fraction"], eta=event.get("eta_s"), **extra)
+            elif event["state"] == "running":
+                post("state", state="running")
             elif event["state"] in ("failed", "cancelled"):
                 error = event.get("error") or {}
-                post(
-                    "state",
-                    state=event["state"],
-                    message=" ".join(filter(None, [error.get("message"), error.get("hint")])),
-                )
+                text = " ".join(filter(None, [error.get("message"), error.get("hint")]))
+                if not text and event["state"] == "cancelled":
+                    text = task.cancelled
+                post("state", state=event["state"], message=text)
                 return
-        post("state", state="downloading")
-        client.download(job_id, out_dir)
-        from .importer import prepare_results  # file work only; bpy data is touched in pump()
-
-        post("done", prepared=prepare_results(out_dir, timing, append_to))
+        post("done", **task.finish(client, job_id, post))
     except BackendError as exc:
         post("state", state="failed", message=str(exc))
     except Exception as exc:  # the client's errors and anything unexpected: show, never crash Blender
@@ -178,15 +190,50 @@ def _run_job(key: str, settings: Settings, request: dict, out_dir: Path, timing:
         _active.pop(key, None)
 
 
+def _start(key: str, settings: Settings, task: Task) -> None:
+    _active[key] = {"cancel": threading.Event()}
+    thread = threading.Thread(target=_run_job, args=(key, settings, task), name=f"flipsketch-{key}")
+    thread.daemon = True
+    thread.start()
+
+
 def start_job(
     key: str, settings: Settings, request: dict, out_dir: Path, timing: int, append_to: tuple[str, int] | None = None
 ) -> None:
-    """Run a job in a thread; `append_to` = (image sequence folder, next number) for an extension."""
-    _active[key] = {"cancel": threading.Event()}
-    args = (key, settings, request, out_dir, timing, append_to)
-    thread = threading.Thread(target=_run_job, args=args, name=f"flipsketch-{key}")
-    thread.daemon = True
-    thread.start()
+    """Run an animate job in a thread: download the results into `out_dir` and
+    prepare them for import; `append_to` = (image sequence folder, next number)
+    for an extension."""
+
+    def finish(client, job_id: str, post) -> dict:
+        post("state", state="downloading")
+        client.download(job_id, out_dir)
+        from .importer import prepare_results  # file work only; bpy data is touched in pump()
+
+        return {"prepared": prepare_results(out_dir, timing, append_to)}
+
+    _start(key, settings, Task(submit=lambda client: client.submit(**request), finish=finish))
+
+
+RESUME_HINT = "Tick Resume to continue it, or Overwrite to start over, or choose another name."
+
+
+def start_training(
+    key: str, settings: Settings, data: str, out: str, config: dict, resume: bool = False, overwrite: bool = False
+) -> None:
+    """Run a LoRA training job in a thread. `data` and `out` are folders on the
+    server's machine; the LoRA is written into `out` there, so nothing is
+    downloaded: the "done" message names the folder."""
+
+    def submit(client) -> dict:
+        try:
+            return client.train(data, out, config, resume=resume, overwrite=overwrite)
+        except _client_module().ClientError as exc:
+            if exc.field == "out" and exc.status == 422:  # the server's hint names command-line flags
+                raise BackendError(f"{exc.message} {RESUME_HINT}") from None
+            raise
+
+    cancelled = "Cancelled. Its checkpoints are kept: Train LoRA with Resume continues from the last one."
+    _start(key, settings, Task(submit=submit, finish=lambda *_: {"lora": out}, cancelled=cancelled))
 
 
 def cancel_job(key: str) -> bool:

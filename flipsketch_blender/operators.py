@@ -77,6 +77,13 @@ def _import(job, prepared: dict) -> None:
     bpy.ops.ed.undo_push(message=f"FlipSketch: {job.prompt[:40]}")
 
 
+def _add_lora(job, folder: str) -> None:
+    """A training run is done: its LoRA joins the list new jobs use."""
+    added = addon_preferences(bpy.context).add_lora(folder)
+    job.state, job.progress = "done", 1.0
+    job.message = f"LoRA added to the list: {folder}" if added else f"LoRA trained, in the list already: {folder}"
+
+
 def pump() -> float:
     """Apply the job threads' messages to bpy data (main thread only)."""
     started = time.perf_counter()
@@ -100,13 +107,19 @@ def pump() -> float:
             job.backend_id = data.get("backend_id", job.backend_id)
         elif kind == "progress":
             job.stage, job.progress, job.eta = data["stage"], data["fraction"], data.get("eta") or -1
+            if data.get("loss") is not None:  # a training step
+                job.message = f"Step {data['step']}/{data['total']}, loss {data['loss']:.4g}"
         elif kind == "note":
             job.message = data["message"]
         elif kind == "done":
             try:
-                _import(job, data["prepared"])
+                if job.kind == "train":
+                    _add_lora(job, data["lora"])
+                else:
+                    _import(job, data["prepared"])
             except Exception as exc:  # a broken result must not break Blender
-                job.state, job.message = "failed", f"Import failed: {exc}. Results are in {job.out_dir}."
+                what = "Adding the LoRA to the list" if job.kind == "train" else "Import"
+                job.state, job.message = "failed", f"{what} failed: {exc}. Results are in {job.out_dir}."
         if job.shot_name and job.state in ("imported", "failed", "cancelled"):
             from .storyboard import update_shot  # storyboard imports this module
 

@@ -43,7 +43,8 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
         for job in list(settings.jobs)[-MAX_LISTED_JOBS:][::-1]:
             box = layout.box()
             row = box.row()
-            row.label(text=job.prompt[:32] or job.key, icon="RENDER_ANIMATION")
+            training = job.kind == "train"
+            row.label(text=job.prompt[:32] or job.key, icon="EXPERIMENTAL" if training else "RENDER_ANIMATION")
             if job.state in ACTIVE_STATES:
                 row.operator("flipsketch.cancel", text="", icon="CANCEL").key = job.key
             else:
@@ -52,11 +53,14 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
                 eta = f", {job.eta:.0f} s left" if job.eta >= 0 else ""
                 box.progress(factor=job.progress, type="BAR", text=f"{job.stage or job.state} {job.progress:.0%}{eta}")
             else:
-                icon = {"imported": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}.get(job.state, "INFO")
-                box.label(text=job.state.capitalize(), icon=icon)
+                icon = {"imported": "CHECKMARK", "done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}
+                box.label(text=job.state.capitalize(), icon=icon.get(job.state, "INFO"))
             if job.message:
                 box.label(text=job.message, icon="ERROR" if job.state == "failed" else "INFO")
-            if job.state == "imported":
+            if training:  # a LoRA folder: nothing to regenerate or extend
+                if job.state not in ACTIVE_STATES:
+                    box.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
+            elif job.state == "imported":
                 row = box.row(align=True)
                 row.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
                 row.operator("flipsketch.regenerate", icon="FILE_REFRESH").key = job.key
@@ -89,6 +93,7 @@ class FLIPSKETCH_PT_training(bpy.types.Panel):
 
     def draw(self, context):
         self.layout.operator("flipsketch.export_training_clip", icon="EXPORT")
+        self.layout.operator("flipsketch.train_lora", icon="EXPERIMENTAL")
 
 
 _classes = (FLIPSKETCH_PT_main, FLIPSKETCH_PT_training)

@@ -209,6 +209,13 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
+    lora_dir: bpy.props.StringProperty(
+        name="LoRA folder",
+        description="Where Train LoRA writes the LoRAs it trains (one folder per name)",
+        default="~/FlipSketch/loras",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
 
     def lora_params(self) -> list[dict]:
         """The enabled LoRAs as jobs send them; absolute paths, since the
@@ -218,6 +225,20 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
             for lora in self.loras
             if lora.enabled and lora.path.strip()
         ]
+
+    def add_lora(self, path: str) -> bool:
+        """List a LoRA folder, enabled at weight 1; False when it is listed already."""
+
+        def same(folder: str) -> str:
+            return os.path.normcase(os.path.normpath(os.path.expanduser(bpy.path.abspath(folder.strip()))))
+
+        if any(lora.path.strip() and same(lora.path) == same(path) for lora in self.loras):
+            return False
+        lora = self.loras.add()
+        lora.path, lora.weight, lora.enabled = path, 1.0, True
+        self.lora_index = len(self.loras) - 1
+        bpy.context.preferences.is_dirty = True  # a collection change is not saved otherwise
+        return True
 
     def backend_dir(self) -> str:
         return bpy.path.abspath(self.backend_path) if self.backend_path else str(default_backend_dir())
@@ -246,6 +267,7 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
         layout.prop(self, "training_data_dir")
+        layout.prop(self, "lora_dir")
         layout.operator("flipsketch.diagnostics", icon="TEXT")
 
     def draw_loras(self, layout: bpy.types.UILayout) -> None:

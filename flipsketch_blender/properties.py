@@ -19,6 +19,7 @@ ACTIVE_STATES = {"starting", "connecting", "queued", "running", "downloading"}
 
 class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     key: StringProperty()
+    kind: StringProperty(default="animate")  # animate | train (out_dir is then the LoRA folder)
     prompt: StringProperty()
     state: StringProperty(default="starting")
     stage: StringProperty()

@@ -1,5 +1,9 @@
-"""Export Animation for Training: a Grease Pencil layer's animation as a clip
-for the backend's sketch-style LoRA trainer.
+"""Training a sketch-style LoRA on one's own animation.
+
+Export Animation for Training writes a Grease Pencil layer's animation as a
+clip for the backend's sketch-style LoRA trainer; Train LoRA trains a LoRA on
+a folder of clips as a job of the backend (in the job list, with progress and
+Cancel) and adds it to the preferences' LoRA list when it is done.
 
 A clip is the folder `<data folder>/<clip name>/` holding `frame_0001.json`,
 `frame_0002.json`, … (one flipsketch.strokes drawing per exported frame,
@@ -17,8 +21,9 @@ from pathlib import Path
 
 import bpy
 
+from . import backend
 from .export import ExportError, export_drawing
-from .operators import flipsketch_job_of_layer
+from .operators import backend_settings, ensure_pump, flipsketch_job_of_layer
 from .preferences import addon_preferences
 from .projection import camera_frame
 
@@ -170,6 +175,141 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
         return {"FINISHED"}
 
 
-_classes = (FLIPSKETCH_OT_export_training_clip,)
+class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
+    """Train a sketch-style LoRA on the clips of a data folder, in the background on the backend;
+    when it is done, the LoRA joins the list that every new job uses"""
+
+    bl_idname = "flipsketch.train_lora"
+    bl_label = "Train LoRA"
+    bl_options = {"REGISTER"}
+
+    data_dir: bpy.props.StringProperty(
+        name="Data folder",
+        subtype="DIR_PATH",
+        description="Folder of training clips, as Export Animation for Training writes them",
+        options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
+    name: bpy.props.StringProperty(
+        name="Name", description="The LoRA's name: its folder in the preferences' LoRA folder", options={"SKIP_SAVE"}
+    )
+    steps: bpy.props.IntProperty(name="Steps", default=1000, min=1, max=1_000_000, description="Training steps")
+    rank: bpy.props.IntProperty(
+        name="Rank", default=16, min=1, max=512, description="Size of the LoRA: higher learns more, needs more data"
+    )
+    resolution: bpy.props.IntProperty(
+        name="Resolution", default=256, min=64, max=1024, step=8, description="Training size in pixels (256: trained)"
+    )
+    frames: bpy.props.IntProperty(
+        name="Frames", default=16, min=2, max=32, description="Frames per training sample; every clip needs this many"
+    )
+    validation_steps: bpy.props.IntProperty(
+        name="Validation steps",
+        default=25,
+        min=0,
+        max=200,
+        description="Denoising steps of the preview animation made at the end (0: no preview)",
+    )
+    resume: bpy.props.BoolProperty(
+        name="Resume",
+        description="Continue the earlier run in the LoRA's folder from its last checkpoint",
+        options={"SKIP_SAVE"},
+    )
+    overwrite: bpy.props.BoolProperty(
+        name="Overwrite", description="Start over, replacing an earlier run in the LoRA's folder", options={"SKIP_SAVE"}
+    )
+
+    def fill_defaults(self, context) -> None:
+        """The preference's data folder, and that folder's name as the LoRA's."""
+        if not self.properties.is_property_set("data_dir"):
+            self.data_dir = addon_preferences(context).training_data_dir
+        if not self.properties.is_property_set("name"):
+            self.name = Path(self.data_dir.strip().rstrip("/\\")).name
+
+    def invoke(self, context, event):
+        self.fill_defaults(context)
+        return context.window_manager.invoke_props_dialog(self, width=420, confirm_text="Train")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "data_dir")
+        layout.prop(self, "name")
+        if self.lora_name():
+            out = self.lora_folder(context)
+            layout.label(text=f"Into {out}", icon="FILE_FOLDER")
+            earlier = (os.path.join(out, name) for name in ("adapter_model.safetensors", "checkpoints"))
+            if self.is_local(context) and any(map(os.path.exists, earlier)):
+                layout.label(text="It holds an earlier run: tick Resume or Overwrite.", icon="ERROR")
+        column = layout.column(align=True)
+        for prop in ("steps", "rank", "resolution", "frames", "validation_steps"):
+            column.prop(self, prop)
+        row = layout.row()
+        row.prop(self, "resume")
+        row.prop(self, "overwrite")
+
+    def lora_name(self) -> str:
+        name = self.name.strip()
+        return bpy.path.clean_name(name) if name else ""
+
+    @staticmethod
+    def is_local(context) -> bool:
+        """The managed server runs here: its folders are this machine's."""
+        return addon_preferences(context).backend_mode == "LOCAL"
+
+    def server_path(self, context, path: str) -> str:
+        """A folder as the server sees it: blend-relative paths made absolute; '~'
+        expanded here for the managed local server, by the server when remote."""
+        path = bpy.path.abspath(path.strip())
+        return os.path.normpath(os.path.expanduser(path)) if self.is_local(context) else path.rstrip("/\\")
+
+    def lora_folder(self, context) -> str:
+        root = self.server_path(context, addon_preferences(context).lora_dir)
+        return root + (os.sep if self.is_local(context) else "/") + self.lora_name()
+
+    def problem(self, context, data: str, out: str) -> str:
+        """Why the run cannot start, or ''."""
+        if not self.data_dir.strip():
+            return "Choose the training data folder: a folder of clips from Export Animation for Training."
+        if not self.lora_name():
+            return "Type a name for the LoRA: it names the LoRA's folder."
+        if not addon_preferences(context).lora_dir.strip():
+            return "Set the LoRA folder in the add-on preferences: trained LoRAs are written there."
+        if self.resume and self.overwrite:
+            return "Tick Resume (continue the earlier run) or Overwrite (start over), not both."
+        if self.resolution % 8:
+            return f"The resolution {self.resolution} is not a multiple of 8: use 256, or e.g. 128, 384, 512."
+        if self.is_local(context) and not os.path.isdir(data):
+            return (
+                f"The training data folder {data} does not exist: export clips into it with "
+                "Export Animation for Training, or choose another folder."
+            )
+        jobs = (job for scene in bpy.data.scenes for job in scene.flipsketch.jobs)
+        if any(job.kind == "train" and job.active and job.out_dir == out for job in jobs):
+            return f"The LoRA {out} is being trained already: wait for that run, or cancel it."
+        return ""
+
+    def execute(self, context):
+        self.fill_defaults(context)
+        data, out = self.server_path(context, self.data_dir), self.lora_folder(context)
+        problem = self.problem(context, data, out)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        config = {
+            "steps": self.steps,
+            "rank": self.rank,
+            "resolution": self.resolution,
+            "frames": self.frames,
+            "validation_steps": self.validation_steps,
+        }
+        job = context.scene.flipsketch.jobs.add()
+        job.key, job.kind = uuid.uuid4().hex[:12], "train"
+        job.prompt, job.out_dir = f"Train LoRA {self.lora_name()}", out
+        backend.start_training(job.key, backend_settings(context), data, out, config, self.resume, self.overwrite)
+        ensure_pump()
+        self.report({"INFO"}, f"Training the LoRA {self.lora_name()} into {out}; follow it in the job list.")
+        return {"FINISHED"}
+
+
+_classes = (FLIPSKETCH_OT_export_training_clip, FLIPSKETCH_OT_train_lora)
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

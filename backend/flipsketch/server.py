@@ -135,6 +135,13 @@ def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
     return {**request, **flags}, source
 
 
+async def json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
+
+
 def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = None, on_shutdown: Any = None) -> FastAPI:
     stopping = threading.Event()
 
@@ -225,20 +232,12 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
 
     @v1.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
-        params, sketch, source, fps, segment = parse_job_request(body)
+        params, sketch, source, fps, segment = parse_job_request(await json_body(request))
         return describe(store.submit(params, sketch, source, fps, segment))
 
     @v1.post("/train", status_code=202)
     async def train(request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
-        return describe(store.submit_training(*parse_train_request(body)))
+        return describe(store.submit_training(*parse_train_request(await json_body(request))))
 
     @v1.get("/jobs")
     def list_jobs() -> dict[str, Any]:
