@@ -82,3 +82,23 @@ def test_bad_training_requests_name_the_field(server: Server, body: dict, field:
     status, answer = raw(server, "POST", "/v1/train", json.dumps(body).encode())
     error = json.loads(answer)["error"]
     assert status == 422 and error["field"] == field and message in error["message"]
+
+
+def test_a_server_stopped_mid_training_says_how_to_continue(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data, jobs = write_clips(tmp_path / "data"), tmp_path / "jobs"
+    config = {**CONFIG, "steps": 200, "validation_steps": 0}
+    first = Server(tiny_model_dir, jobs)
+    job = first.client.train(data, tmp_path / "lora", config)
+    for event in first.client.events(job["id"]):
+        if event["type"] == "progress" and event["step"] >= 3:
+            break
+    first.stop()  # SIGTERM mid-run
+    second = Server(tiny_model_dir, jobs)
+    try:
+        error = second.client.job(job["id"])["error"]
+        assert "stopped" in error["message"] and "resume" in error["hint"]
+        resumed = second.client.train(data, tmp_path / "lora", {**config, "steps": 6}, resume=True)
+        assert second.client.wait(resumed["id"])["state"] == "done"
+        assert json.loads((tmp_path / "lora" / "run.json").read_text())["resumed_from"] is not None
+    finally:
+        second.stop()

@@ -38,6 +38,13 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 OOM_HINT = "Try fewer frames or variants, --no-align, or a lower resolution; or use a GPU with more memory."
 
 
+def again(job: Job) -> str:
+    """What to do about a job the server dropped; a training run keeps its checkpoints."""
+    if job.kind == "train":
+        return "Submit the training again with resume: it continues from its last checkpoint."
+    return "Submit the job again."
+
+
 @dataclass
 class Job:
     id: str
@@ -86,7 +93,7 @@ class JobStore:
                 job.state, job.finished = FAILED, time.time()
                 job.error = {
                     "message": "The server stopped while this job was running.",
-                    "hint": "Submit the job again.",
+                    "hint": again(job),
                 }
                 self._write(job)
             found.append(job)
@@ -242,7 +249,7 @@ class Worker(threading.Thread):
                 self.animate(job, model)
         except Cancelled:
             if self.stopping.is_set():
-                stopped = FlipSketchError("The server stopped during this job.", "Submit the job again.")
+                stopped = FlipSketchError("The server stopped during this job.", again(job))
                 store.set_state(job, FAILED, stopped)
             else:
                 store.set_state(job, CANCELLED)
