@@ -147,6 +147,14 @@ def test_bad_data_is_named(tmp_path) -> None:
     shutil.rmtree(data / "clip1")
 
     assert "'clip0' has 6 frames; training uses 8" in _problem(data, frames=8)
+    unpadded = tmp_path / "unpadded" / "walk"  # walk1.png … walk11.png: frame 2 comes before frame 10
+    unpadded.mkdir(parents=True)
+    for i in range(1, 12):
+        draw_frame(i).save(unpadded / f"walk{i}.png")
+    (unpadded / "caption.txt").write_text("a ball rolls")
+    (walk,) = load_clips(unpadded.parent, 64, 4)
+    expected = [prepared_frame(draw_frame(i)) for i in range(1, 12)]
+    assert all(np.array_equal(a, b) for a, b in zip(walk.frames, expected, strict=True))
     assert load_clips(data, 64, 4)[0].caption == "a ball rolls to the right, take 0"
 
 
@@ -226,3 +234,10 @@ def test_mixed_precision_bf16_base_float32_adapter(clip_data, tiny_model_dir, tm
         assert {p.dtype for n, p in model.unet.named_parameters() if "lora_" in n} == {torch.float32}
     for a, b in zip(trained.frames[0], reloaded.frames[0], strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def prepared_frame(image: Image.Image) -> np.ndarray:
+    """One frame prepared as the trainer prepares image frames (64²)."""
+    from flipsketch.sketch import fit_to_frame, normalise_drawing
+
+    return np.asarray(fit_to_frame(normalise_drawing(image, allow_blank=True), 64, 64))

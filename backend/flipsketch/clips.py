@@ -17,6 +17,7 @@ it will be shown later. Every problem in the folder is reported at once.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,13 @@ def _prepare(gray: Image.Image, resolution: int) -> np.ndarray:
     return np.asarray(fit_to_frame(drawing, resolution, resolution))
 
 
+def _frame_order(path: Path) -> list[int | str]:
+    """Natural order: frame2 before frame10, as animation tools number frames."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
 def _folder_frames(folder: Path, resolution: int) -> list[np.ndarray]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FRAMES | {".json"})
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_FRAMES | {".json"}), key=_frame_order)
     images = [p for p in files if p.suffix.lower() in IMAGE_FRAMES]
     strokes = [p for p in files if p.suffix.lower() == ".json"]
     if images and strokes:
