@@ -241,3 +241,27 @@ def prepared_frame(image: Image.Image) -> np.ndarray:
     from flipsketch.sketch import fit_to_frame, normalise_drawing
 
     return np.asarray(fit_to_frame(normalise_drawing(image, allow_blank=True), 64, 64))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(clip_data, model) -> None:
+    from flipsketch.train import LoraTrainer, gradient_checkpointing
+
+    trainer = LoraTrainer(model, load_clips(clip_data, 64, 4), TrainConfig(steps=1, **FAST))
+    model.unet.train()
+    start = trainer.generator.get_state()
+    grads, losses = [], []
+    for checkpointed in (False, True):
+        trainer.generator.set_state(start)  # the same sample both times
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with gradient_checkpointing(model.unet, checkpointed):
+            blocks = [m for m in model.unet.modules() if type(m).__name__ == "TransformerTemporalModel"]
+            assert all(("forward" in vars(m)) == checkpointed for m in blocks)  # recomputed in backward
+            loss = trainer.loss()
+            loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in trainer.named_params.items()})
+    model.unet.eval()
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert any(g.abs().max() > 0 for g in grads[0].values())
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-7)
