@@ -71,9 +71,10 @@ def test_training_clip_holds_every_frame_as_jobs_project_it(scene, tmp_path: Pat
     assert np.array_equal(_points(drawings[3]), _points(drawings[2]))
     assert [p.name for p in tmp_path.iterdir()] == ["Sketch_Lines"]  # no temporary folder left
 
-    (trainable,) = load_clips(tmp_path, 256, 4)  # what `flipsketch train-lora` will learn from
-    assert trainable.caption == "the plus slides" and trainable.frames.shape == (4, 256, 256)
-    for frame, drawing in zip(trainable.frames, drawings, strict=True):
+    (trainable,) = load_clips(tmp_path, 256, 2)  # what `flipsketch train-lora` will learn from
+    assert trainable.caption == "the plus slides" and trainable.frames.shape == (2, 256, 256)
+    assert trainable.holds == 2  # frames 2 and 4 hold the drawings of frames 1 and 3
+    for frame, drawing in zip(trainable.frames, drawings[::2], strict=True):
         columns, rows = (np.clip(_points(drawing) * 256, 0, 255).astype(int)).T
         assert frame[rows, columns].mean() < 128 and np.median(frame) == 255  # ink where the camera saw strokes
 

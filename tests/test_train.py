@@ -146,7 +146,7 @@ def test_bad_data_is_named(tmp_path) -> None:
     assert "clip1" in _problem(data) and "not an image file" in _problem(data)
     shutil.rmtree(data / "clip1")
 
-    assert "'clip0' has 6 frames; training uses 8" in _problem(data, frames=8)
+    assert "'clip0' has 6 drawings; training uses 8" in _problem(data, frames=8)
     unpadded = tmp_path / "unpadded" / "walk"  # walk1.png … walk11.png: frame 2 comes before frame 10
     unpadded.mkdir(parents=True)
     for i in range(1, 12):
@@ -156,6 +156,22 @@ def test_bad_data_is_named(tmp_path) -> None:
     expected = [prepared_frame(draw_frame(i)) for i in range(1, 12)]
     assert all(np.array_equal(a, b) for a, b in zip(walk.frames, expected, strict=True))
     assert load_clips(data, 64, 4)[0].caption == "a ball rolls to the right, take 0"
+
+
+def test_held_frames_are_dropped_unless_kept(tmp_path) -> None:
+    from flipsketch.outputs import write_mp4
+
+    on_twos = [draw_frame(i // 2).convert("RGB") for i in range(10)]  # 5 drawings, each held for 2 frames
+    write_mp4(on_twos, tmp_path / "twos.mp4", fps=12)  # lossy: holds differ by compression noise
+    (tmp_path / "twos.txt").write_text("a ball rolls")
+    (clip,) = load_clips(tmp_path, 64, 4)
+    assert (len(clip.frames), clip.holds) == (5, 5)
+    for i, frame in enumerate(clip.frames):  # decoded as the drawings, up to compression noise
+        assert np.abs(frame.astype(int) - prepared_frame(draw_frame(i))).mean() < 8
+    assert len(load_clips(tmp_path, 64, 4, keep_holds=True)[0].frames) == 10
+    assert "'twos' has 5 drawings (5 more repeat the drawing before them); training uses 8" in _problem(
+        tmp_path, frames=8
+    )
 
 
 def test_gif_and_stroke_clips_are_prepared_like_sketches(tmp_path) -> None:

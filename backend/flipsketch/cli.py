@@ -274,6 +274,7 @@ def _train_lora(args: argparse.Namespace) -> int:
         batch=args.batch,
         resolution=args.resolution,
         frames=args.frames,
+        keep_holds=args.keep_holds,
         caption_dropout=args.caption_dropout,
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints,
@@ -282,13 +283,14 @@ def _train_lora(args: argparse.Namespace) -> int:
         validation_steps=args.validation_steps,
     )
     config.validate()
-    clips = load_clips(args.data, config.resolution, config.frames)  # data errors before the model loads
+    clips = load_clips(args.data, config.resolution, config.frames, config.keep_holds)  # before the model loads
     if args.check_data:
         from flipsketch.clips import write_previews
 
         folder = write_previews(clips, Path(args.out) / "data-preview")
         for clip in clips:
-            print(f"{clip.name}: {len(clip.frames)} frames, caption: {clip.caption}")
+            holds = f" ({clip.holds} held frames dropped)" if clip.holds else ""
+            print(f"{clip.name}: {len(clip.frames)} drawings{holds}, caption: {clip.caption}")
         print(f"{len(clips)} clips are usable; what the trainer sees: {folder}")
         return 0
     device = pick_device(args.device)
@@ -384,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=int, default=d.batch, help=f"clips per step (default {d.batch})")
     train.add_argument("--resolution", type=int, default=d.resolution, help=f"frame size (default {d.resolution})")
     train.add_argument("--frames", type=int, default=d.frames, help=f"frames per sample (default {d.frames})")
+    train.add_argument(
+        "--keep-holds", action="store_true", help="train on frames that repeat the previous drawing too (default: drop)"
+    )
     train.add_argument("--caption-dropout", type=float, default=d.caption_dropout, help="fraction of empty prompts")
     train.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     train.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest checkpoints kept")

@@ -6,6 +6,11 @@ A DATA folder holds one entry per clip:
   Blender's "Export Animation for Training" writes), in name order;
 * a GIF, MP4, MOV, WEBM or MKV file.
 
+A clip is learnt as its sequence of drawings: a frame that repeats the one
+before it (a hold, as in animation on twos or a Blender export of every scene
+frame) is dropped, because the model makes one new drawing per frame and
+Blender holds them at the chosen timing (`keep_holds` turns this off).
+
 Each clip has a caption: `caption.txt` inside a frame folder, or a text file
 with the clip's name beside it (`walk.gif` + `walk.txt`, `walk/` + `walk.txt`).
 Frames are prepared exactly like the sketches a job animates: image frames go
@@ -31,6 +36,7 @@ IMAGE_FRAMES = {".png", ".jpg", ".jpeg"}
 VIDEOS = {".mp4", ".mov", ".webm", ".mkv"}
 CAPTION = "caption.txt"
 MAX_REPORTED = 10
+HOLD_TOLERANCE = 1.0  # mean gray-level change below which a frame repeats the previous drawing (video noise)
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Clip:
     name: str
     caption: str
     frames: np.ndarray  # (F, H, W) uint8, black lines on white, at the training resolution
+    holds: int = 0  # repeated frames dropped
 
 
 class ClipError(Exception):
@@ -117,13 +124,22 @@ def _video_frames(path: Path, resolution: int) -> list[np.ndarray]:
     import imageio_ffmpeg
 
     try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray")
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="gray", bits_per_pixel=8)
         width, height = next(reader)["size"]
         raw = [np.frombuffer(buf, np.uint8).reshape(height, width) for buf in reader]
     except (OSError, RuntimeError, StopIteration, KeyError, ValueError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ClipError(f"video '{path}' cannot be read ({first_line[:200]})") from None
     return [_prepare(Image.fromarray(frame, "L"), resolution) for frame in raw]
+
+
+def drop_holds(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The frames without those that repeat the drawing before them."""
+    kept = frames[:1]
+    for frame in frames[1:]:
+        if np.abs(frame.astype(np.int16) - kept[-1]).mean() >= HOLD_TOLERANCE:
+            kept.append(frame)
+    return kept
 
 
 def _entries(data: Path) -> list[tuple[str, Path]]:
@@ -137,7 +153,7 @@ def _entries(data: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def load_clips(data: str | Path, resolution: int, min_frames: int) -> list[Clip]:
+def load_clips(data: str | Path, resolution: int, min_frames: int, keep_holds: bool = False) -> list[Clip]:
     """Every clip in `data`, prepared; or one InputError listing all problems."""
     data = Path(data)
     if not data.is_dir():
@@ -158,9 +174,12 @@ def load_clips(data: str | Path, resolution: int, min_frames: int) -> list[Clip]
                 frames = _gif_frames(path, resolution)
             else:
                 frames = _video_frames(path, resolution)
-            if len(frames) < min_frames:
-                raise ClipError(f"'{name}' has {len(frames)} frames; training uses {min_frames} per sample")
-            clips.append(Clip(name, caption, np.stack(frames)))
+            drawings = frames if keep_holds else drop_holds(frames)
+            if len(drawings) < min_frames:
+                held = len(frames) - len(drawings)
+                note = f" ({held} more repeat the drawing before them)" if held else ""
+                raise ClipError(f"'{name}' has {len(drawings)} drawings{note}; training uses {min_frames} per sample")
+            clips.append(Clip(name, caption, np.stack(drawings), len(frames) - len(drawings)))
         except ClipError as exc:
             problems.append(str(exc))
     if problems:
@@ -169,7 +188,7 @@ def load_clips(data: str | Path, resolution: int, min_frames: int) -> list[Clip]
         raise InputError(
             f"{len(problems)} of {len(entries)} clips in '{data}' cannot be used:\n  {shown}{more}",
             "Fix or remove these clips (captions: caption.txt in the clip folder or <clip>.txt beside it; "
-            "fewer frames: lower --frames).",
+            "too few drawings: lower --frames, or --keep-holds to train on repeated frames too).",
         )
     return clips
 

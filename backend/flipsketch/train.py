@@ -291,7 +291,7 @@ def train_lora(
     config.validate()
     out = Path(out)
     if clips is None:
-        clips = load_clips(data, config.resolution, config.frames)  # data errors before any GPU work
+        clips = load_clips(data, config.resolution, config.frames, config.keep_holds)  # errors before GPU work
     _prepare_out(out, resume, overwrite)
     started = time.perf_counter()
     if model.device.type == "cuda":
@@ -324,7 +324,13 @@ def train_lora(
         "kind": "flipsketch.lora",
         "base_model": asdict(model.source),
         "base_is_tiny_random": model.is_tiny_random,
-        "data": {"folder": str(Path(data).resolve()), "clips": [{"name": c.name, "caption": c.caption} for c in clips]},
+        "data": {
+            "folder": str(Path(data).resolve()),
+            "clips": [
+                {"name": c.name, "caption": c.caption, "drawings": len(c.frames), "holds_dropped": c.holds}
+                for c in clips
+            ],
+        },
         "config": asdict(config),
         "target_modules": TARGET_MODULES,
         "device": str(model.device),

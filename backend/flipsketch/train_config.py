@@ -28,6 +28,7 @@ class TrainConfig:
     batch: int = 1
     resolution: int = 256
     frames: int = 16
+    keep_holds: bool = False  # train on repeated frames too (see clips.py)
     caption_dropout: float = 0.1  # empty prompt this often, so guidance keeps an unconditional branch
     checkpoint_every: int = 250
     keep_checkpoints: int = 3
