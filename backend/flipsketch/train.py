@@ -7,8 +7,9 @@ text-to-video denoising objective with peft LoRA layers on the UNet's
 attention projections (spatial and temporal, self and cross) and nothing else
 trainable.
 
-* Clips are VAE-encoded once at the start; each step samples `batch` windows
-  of `frames` consecutive frames, a timestep and noise from one seeded CPU
+* Clips (sequences of drawings, see clips.py) are VAE-encoded once at the
+  start; each step samples `batch` windows of `frames` consecutive drawings,
+  a timestep and noise from one seeded CPU
   generator, so a run is reproducible and a resumed run continues exactly:
   checkpoints hold the adapter, the optimizer and the generator state.
 * On a GPU the base model runs in bf16 while the adapter and its optimizer
@@ -44,7 +45,7 @@ from flipsketch.train_config import CHECKPOINTS, TRAINER_STATE, TrainConfig, che
 ADAPTER_NAME = "trained"  # not "train": adapter names become ModuleDict keys
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 # A checkpoint can only be resumed by a run that builds the same adapter on the same samples.
-RESUME_KEYS = ("rank", "alpha", "resolution", "frames", "batch")
+RESUME_KEYS = ("rank", "alpha", "resolution", "frames", "batch", "keep_holds")
 
 
 def encode_frames(model: SketchModel, frames: np.ndarray, chunk: int = 16) -> torch.Tensor:
