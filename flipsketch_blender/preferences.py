@@ -132,10 +132,9 @@ class FLIPSKETCH_OT_lora_add(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        prefs = addon_preferences(context)
-        prefs.loras.add().path = self.directory
-        prefs.lora_index = len(prefs.loras) - 1
-        context.preferences.is_dirty = True  # a collection change is not saved otherwise
+        if not addon_preferences(context).add_lora(self.directory):
+            self.report({"WARNING"}, f"The LoRA {self.directory} is in the list already.")
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -232,7 +231,7 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         def same(folder: str) -> str:
             return os.path.normcase(os.path.normpath(os.path.expanduser(bpy.path.abspath(folder.strip()))))
 
-        if any(lora.path.strip() and same(lora.path) == same(path) for lora in self.loras):
+        if path.strip() and any(lora.path.strip() and same(lora.path) == same(path) for lora in self.loras):
             return False
         lora = self.loras.add()
         lora.path, lora.weight, lora.enabled = path, 1.0, True

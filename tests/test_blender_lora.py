@@ -197,6 +197,9 @@ def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
     bpy.ops.flipsketch.lora_add(directory=str(tmp_path / "off"))
     loras[-1].enabled = False
     bpy.ops.flipsketch.lora_add()  # no folder chosen yet
+    listed = len(loras)
+    assert bpy.ops.flipsketch.lora_add(directory=str(tmp_path / "ink") + "/") == {"CANCELLED"}  # listed already
+    assert len(loras) == listed and loras[0].weight == 0.75
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     sent_loras = sent[-1]["params"]["loras"]
     assert [lora["weight"] for lora in sent_loras] == [0.75, 1.0]
