@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,26 +153,37 @@ def measure(name: str, model: SketchModel, work: Callable[[], Any], count_flops:
     return Result(name, seconds, memory.peak, tflop), out
 
 
-def run(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
+def bench_model(args: argparse.Namespace) -> SketchModel:
     device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    model = build_model(args.size, Path(args.model_dir) / args.size, dtype, device)
-    base = AnimateParams(
-        prompt="the cat turns its head and meows",
-        frames=args.frames,
-        steps=args.steps,
-        width=args.width,
-        height=args.height,
-        binarize=False,
+    return build_model(args.size, Path(args.model_dir) / args.size, pick_dtype(args.dtype, device), device)
+
+
+def bench_params(args: argparse.Namespace, **overrides: Any) -> AnimateParams:
+    """The animation every workload runs, at the size the command line asks for."""
+    return AnimateParams(
+        **{
+            "prompt": "the cat turns its head and meows",
+            "frames": args.frames,
+            "steps": args.steps,
+            "width": args.width,
+            "height": args.height,
+            "binarize": False,
+            **overrides,
+        }
     )
+
+
+def run(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
+    model = bench_model(args)
+    base = bench_params(args)
     sketch: Image.Image = prepare_image(EXAMPLE, args.width, args.height)
     flops = args.count_flops
 
     def flipsketch(**kw: Any) -> Callable[[], Any]:
-        return lambda: animate(model, sketch, AnimateParams(**{**base.__dict__, **kw}))
+        return lambda: animate(model, sketch, replace(base, **kw))
 
     # Warm-up (kernels, allocator, caches) with short runs of both code paths.
-    plain_text_to_video(model, AnimateParams(**{**base.__dict__, "steps": 2}))
+    plain_text_to_video(model, replace(base, steps=2))
     flipsketch(steps=2, align_iters=1)()
     results = [measure("(a) plain text-to-video", model, lambda: plain_text_to_video(model, base), flops)[0]]
     b, _ = measure("(b) FlipSketch, no alignment", model, flipsketch(align=False), flops)
@@ -216,8 +227,7 @@ def run_training(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
     from flipsketch.train import LoraTrainer, gradient_checkpointing
     from flipsketch.train_config import TrainConfig
 
-    device = pick_device(args.device)
-    model = build_model(args.size, Path(args.model_dir) / args.size, pick_dtype(args.dtype, device), device)
+    model = bench_model(args)
     config = TrainConfig(rank=16, learning_rate=1e-4, batch=1, resolution=args.width, frames=args.frames)
     trainer = LoraTrainer(model, training_clips(args.width, args.frames), config)
     steps = args.train_steps
@@ -240,16 +250,8 @@ def run_training(args: argparse.Namespace) -> tuple[list[Result], SketchModel]:
         trainer.save_adapter(adapter)
         model.unet.eval()
         sketch = prepare_image(EXAMPLE, args.width, args.height)
-        base = AnimateParams(
-            prompt="the cat turns its head",
-            frames=args.frames,
-            steps=args.steps,
-            width=args.width,
-            height=args.height,
-            align=False,
-            binarize=False,
-        )
-        styled = AnimateParams(**{**base.__dict__, "loras": [LoraRef(str(adapter))]})
+        base = bench_params(args, align=False)
+        styled = replace(base, loras=[LoraRef(str(adapter))])
         animate(model, sketch, styled)  # warm-up, and the adapter is loaded once, as on a server
         g = measure("(g) FlipSketch, no alignment", model, lambda: animate(model, sketch, base), args.count_flops)[0]
         h = measure("(h) (g) + rank-16 LoRA", model, lambda: animate(model, sketch, styled), args.count_flops)[0]

@@ -292,7 +292,7 @@ class Worker(threading.Thread):
         from flipsketch.train import train_lora
         from flipsketch.train_config import TrainConfig
 
-        store, request, token = self.store, job.train or {}, self.store.tokens[job.id]
+        store, request, token = self.store, job.train, self.store.tokens[job.id]
         config = TrainConfig(**request["config"])
         started, first_step = time.perf_counter(), None
 

@@ -68,11 +68,11 @@ def parse_loras(value: Any) -> list[LoraRef]:
     return refs
 
 
-def check_loras(refs: list[LoraRef]) -> None:
-    """Raise InputError for a job's LoRA list that cannot be applied."""
+def check_loras(refs: list[LoraRef]) -> list[Path]:
+    """The resolved folders of a job's LoRAs; InputError for a list that cannot be applied."""
     if len(refs) > MAX_LORAS:
         raise InputError(f"A job names {len(refs)} LoRAs.", f"Use at most {MAX_LORAS}.")
-    seen: set[Path] = set()
+    seen: dict[Path, None] = {}  # ordered, like the job's list
     for ref in refs:
         if not math.isfinite(ref.weight) or abs(ref.weight) > MAX_WEIGHT:
             raise InputError(
@@ -81,7 +81,8 @@ def check_loras(refs: list[LoraRef]) -> None:
         folder = check_folder(ref.path)
         if folder in seen:
             raise InputError(f"LoRA '{ref.path}' is listed twice.", "List each LoRA once and set its weight.")
-        seen.add(folder)
+        seen[folder] = None
+    return list(seen)
 
 
 def check_folder(path: str | Path) -> Path:
@@ -262,8 +263,7 @@ def applied_loras(model: SketchModel, refs: list[LoraRef]) -> Iterator[list[dict
         yield []
         return
     cache = lora_cache(model)
-    check_loras(refs)
-    entries = [(ref, cache.load(check_folder(ref.path))) for ref in refs]
+    entries = [(ref, cache.load(folder)) for ref, folder in zip(refs, check_loras(refs), strict=True)]
     if entries:
         cache.activate([e["name"] for _, e in entries], [ref.weight for ref, _ in entries])
     else:
