@@ -72,13 +72,13 @@ def main(zip_path: Path) -> int:
     if job.state != "imported":
         print(f"The job ended {job.state}: {job.message}", file=sys.stderr)
         return 1
-    layer = drawing.data.layers[job.layers.split(",")[0]]
+    layer = drawing.data.layers[job.variants[0].layer]
     bpy.ops.wm.save_as_mainfile(filepath=str(OUT / "demo.blend"))
     for name in ("animation.gif", "contact_sheet.png", "animation.mp4"):
         shutil.copyfile(Path(job.out_dir) / name, OUT / name)
     keys = [f.frame_number for f in layer.frames]
     print(f"Imported layer '{layer.name}': keyframes at {keys}; image sequence '{layer.name}' from frame {job.frame}")
-    print(f"Longest main-thread pump: {addon_module('operators').pump_stats['longest_ms']:.1f} ms")
+    print(f"Longest main-thread pump: {addon_module('runtime').pump_stats['longest_ms']:.1f} ms")
     print(
         f"Demo outputs: {OUT} (demo.blend, animation.gif, animation.mp4, contact_sheet.png; job files in {job.out_dir})"
     )

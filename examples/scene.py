@@ -76,11 +76,11 @@ def pump_until_done(timeout_s: float = 900.0) -> None:
     """Drive the add-on's timer by hand: the bpy module has no event loop."""
     import time
 
-    operators, backend = addon_module("operators"), addon_module("backend")
+    runtime, backend = addon_module("runtime"), addon_module("backend")
     deadline = time.time() + timeout_s
     while backend.running_jobs() or not backend.messages.empty():
-        operators.pump()
+        runtime.pump()
         if time.time() > deadline:
             raise TimeoutError("the FlipSketch job did not finish")
         time.sleep(0.05)
-    operators.pump()
+    runtime.pump()

@@ -30,6 +30,18 @@ def hold_sequence(folder: Path, timing: int, sequence: Path | None = None, first
     return sequence / f"seq_{first_number:04d}.png"
 
 
+def blend_relative(path: str) -> str:
+    """`path` as '//…', relative to the saved .blend, so that the .blend and its
+    results can move together; as it is when the file is not saved yet or the
+    path is on another drive."""
+    if not bpy.data.filepath:
+        return path
+    try:
+        return bpy.path.relpath(path)
+    except ValueError:  # another drive (Windows): no relative path exists
+        return path
+
+
 def _square_basis(placement: Placement) -> tuple[np.ndarray, float]:
     """Centre of the square frame on the drawing plane, and its side in world units."""
     frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
@@ -43,6 +55,7 @@ def add_image_sequence(
     image = bpy.data.images.load(str(first_file), check_existing=False)
     image.source = "SEQUENCE"
     image.name = name
+    image.filepath = blend_relative(image.filepath)
     empty = bpy.data.objects.new(name, None)
     empty.empty_display_type = "IMAGE"
     empty.data = image
@@ -143,7 +156,7 @@ def import_extension(job, ob, prepared: dict) -> list[str]:
     and to the same image sequence (the join frame is not repeated)."""
     placement = Placement(**json.loads(job.placement))
     traced = prepared["variants"][0]["traced"]
-    layer = ob.data.layers[job.layers]
+    layer = ob.data.layers[job.target_layer]
     job.first_key, job.key_count = job.frame + job.timing, len(traced["frames"])
     write_traced(ob, layer, traced, job.first_key, job.timing, placement)
     empty = bpy.data.objects.get(job.sequence_object)
@@ -159,7 +172,7 @@ def replace_segment(job, old, ob, prepared: dict) -> list[str]:
     job's thread); the other segments are not touched."""
     placement = Placement(**json.loads(job.placement))
     traced = prepared["variants"][0]["traced"]
-    layer = ob.data.layers[job.layers]
+    layer = ob.data.layers[job.target_layer]
     for k in range(old.key_count):
         if layer.get_frame_at(old.first_key + k * old.timing) is not None:
             layer.frames.remove(old.first_key + k * old.timing)

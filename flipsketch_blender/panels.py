@@ -5,9 +5,75 @@ from pathlib import Path
 import bpy
 
 from .preferences import addon_preferences
-from .properties import ACTIVE_STATES
+from .runtime import JobKind, JobState, output_root
 
-MAX_LISTED_JOBS = 8
+STATE_ICONS = {
+    JobState.IMPORTED: "CHECKMARK",
+    JobState.DONE: "CHECKMARK",
+    JobState.FAILED: "ERROR",
+    JobState.CANCELLED: "CANCEL",
+    JobState.REPLACED: "FILE_REFRESH",
+}
+
+
+def job_summary(job) -> str:
+    """A job's row in the list: prompt, then object, frame and seed(s) (a
+    training run: its name); active jobs add their progress."""
+    text = job.prompt[:40] or job.key
+    if job.kind != JobKind.TRAIN:
+        count = len(job.variants) or job.variant_count
+        seeds = f"seeds {job.seed}-{job.seed + count - 1}" if count > 1 else f"seed {job.seed}"
+        text += f" · {job.object_name} f{job.frame} · {seeds}"
+    if job.active:
+        text += f" · {job.progress:.0%}"
+    return text
+
+
+def job_icon(job) -> str:
+    if job.active:
+        return "TIME"
+    return STATE_ICONS.get(job.state, "INFO")
+
+
+class FLIPSKETCH_UL_jobs(bpy.types.UIList):
+    """Every job of the scene, newest first; the selected one's details are shown below."""
+
+    def draw_item(self, context, layout, data, job, icon, active_data, active_property, index):
+        layout.label(text=job_summary(job), icon=job_icon(job))
+
+    def filter_items(self, context, data, propname):
+        jobs = getattr(data, propname)
+        if self.filter_name:
+            flags = bpy.types.UI_UL_list.filter_items_by_name(
+                self.filter_name, self.bitflag_filter_item, jobs, "prompt"
+            )
+        else:
+            flags = [self.bitflag_filter_item] * len(jobs)
+        return flags, [len(jobs) - 1 - index for index in range(len(jobs))]  # newest first
+
+
+def draw_job(layout: bpy.types.UILayout, job) -> None:
+    """The selected job: progress or state, message, variants (seed, score) and what can be done with it."""
+    box = layout.box()
+    row = box.row()
+    if job.active:
+        eta = f", {job.eta:.0f} s left" if job.eta >= 0 else ""
+        row.progress(factor=job.progress, type="BAR", text=f"{job.stage or job.state} {job.progress:.0%}{eta}")
+        row.operator("flipsketch.cancel", text="", icon="CANCEL").key = job.key
+    else:
+        row.label(text=job.state.capitalize(), icon=job_icon(job))
+        row.operator("flipsketch.remove_job", text="", icon="X").key = job.key
+    if job.message:
+        box.label(text=job.message, icon="ERROR" if job.state == JobState.FAILED else "INFO")
+    for variant in job.variants:
+        score = f" · score {variant.score:.3g}" if variant.score >= 0 else ""
+        box.label(text=f"{variant.layer} · seed {variant.seed}{score}", icon="OUTLINER_DATA_GP_LAYER")
+    if job.active:
+        return
+    row = box.row(align=True)
+    row.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
+    if job.kind != JobKind.TRAIN and job.state == JobState.IMPORTED:
+        row.operator("flipsketch.regenerate", icon="FILE_REFRESH").key = job.key
 
 
 class FLIPSKETCH_PT_main(bpy.types.Panel):
@@ -28,11 +94,16 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
         row.prop(settings, "seed")
         row.operator("flipsketch.new_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "variants")
+        row = layout.row(align=True)
+        row.prop(settings, "draft", toggle=True)
+        sub = row.row(align=True)
+        sub.enabled = not settings.draft
+        sub.prop(settings, "resolution")
         layout.prop(settings, "active_layer_only")
         layout.prop(settings, "show_advanced", icon="TRIA_DOWN" if settings.show_advanced else "TRIA_RIGHT")
         if settings.show_advanced:
             box = layout.box()
-            for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose", "resolution"):
+            for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose"):
                 box.prop(settings, name)
         draw_loras(layout, context)
         row = layout.row(align=True)
@@ -40,30 +111,15 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
         row.operator("flipsketch.extend", icon="FORWARD")
         if not context.scene.camera:
             layout.label(text="No camera: the drawing is seen through this view.", icon="INFO")
-        for job in list(settings.jobs)[-MAX_LISTED_JOBS:][::-1]:
-            box = layout.box()
-            row = box.row()
-            training = job.kind == "train"
-            row.label(text=job.prompt[:32] or job.key, icon="EXPERIMENTAL" if training else "RENDER_ANIMATION")
-            if job.state in ACTIVE_STATES:
-                row.operator("flipsketch.cancel", text="", icon="CANCEL").key = job.key
-            else:
-                row.operator("flipsketch.remove_job", text="", icon="X").key = job.key
-            if job.state in ACTIVE_STATES:
-                eta = f", {job.eta:.0f} s left" if job.eta >= 0 else ""
-                box.progress(factor=job.progress, type="BAR", text=f"{job.stage or job.state} {job.progress:.0%}{eta}")
-            else:
-                icon = {"imported": "CHECKMARK", "done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}
-                box.label(text=job.state.capitalize(), icon=icon.get(job.state, "INFO"))
-            if job.message:
-                box.label(text=job.message, icon="ERROR" if job.state == "failed" else "INFO")
-            if training:  # a LoRA folder: nothing to regenerate or extend
-                if job.state not in ACTIVE_STATES:
-                    box.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
-            elif job.state == "imported":
-                row = box.row(align=True)
-                row.operator("flipsketch.open_folder", icon="FILE_FOLDER").path = job.out_dir
-                row.operator("flipsketch.regenerate", icon="FILE_REFRESH").key = job.key
+        _, unsaved = output_root(context)
+        if unsaved:
+            column = layout.column(align=True)
+            column.label(text="The .blend is not saved: results go to a temporary folder.", icon="ERROR")
+            column.label(text="Save the file to keep them beside it.", icon="BLANK1")
+        if settings.jobs:
+            layout.template_list("FLIPSKETCH_UL_jobs", "", settings, "jobs", settings, "job_index", rows=4)
+            if 0 <= settings.job_index < len(settings.jobs):
+                draw_job(layout, settings.jobs[settings.job_index])
 
 
 def draw_loras(layout: bpy.types.UILayout, context) -> None:
@@ -96,6 +152,6 @@ class FLIPSKETCH_PT_training(bpy.types.Panel):
         self.layout.operator("flipsketch.train_lora", icon="EXPERIMENTAL")
 
 
-_classes = (FLIPSKETCH_PT_main, FLIPSKETCH_PT_training)
+_classes = (FLIPSKETCH_UL_jobs, FLIPSKETCH_PT_main, FLIPSKETCH_PT_training)
 
 register, unregister = bpy.utils.register_classes_factory(_classes)

@@ -53,42 +53,6 @@ class FLIPSKETCH_OT_install_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class FLIPSKETCH_OT_diagnostics(bpy.types.Operator):
-    """Collect what is needed to report a problem into the text block 'FlipSketch diagnostics'"""
-
-    bl_idname = "flipsketch.diagnostics"
-    bl_label = "Collect Diagnostics"
-
-    def execute(self, context):
-        from .operators import backend_settings, ensure_pump
-
-        settings = backend_settings(context)
-        report = [
-            f"Blender {bpy.app.version_string}, add-on {__package__}",
-            f"backend: {settings.mode} {settings.url if settings.mode == 'REMOTE' else settings.python}",
-            f"model: {settings.model} {settings.subfolder}, device: {settings.device}",
-        ]
-        log = Path(settings.state_dir) / "server.log"
-
-        def work() -> None:
-            lines = list(report)
-            if Path(settings.python).is_file():
-                doctor = subprocess.run(
-                    [settings.python, "-m", "flipsketch.cli", "doctor"], capture_output=True, text=True, timeout=300
-                )
-                lines += ["", "flipsketch doctor:", doctor.stdout + doctor.stderr]
-            else:
-                lines += ["", f"backend not installed ({settings.python} missing)"]
-            if log.is_file():
-                lines += ["", f"last lines of {log}:", *log.read_text(errors="replace").splitlines()[-40:]]
-            backend.messages.put(("", "diagnostics", {"text": "\n".join(lines)}))
-
-        threading.Thread(target=work, daemon=True).start()
-        ensure_pump()
-        self.report({"INFO"}, "Collecting diagnostics into the text block 'FlipSketch diagnostics'…")
-        return {"FINISHED"}
-
-
 class FLIPSKETCH_PG_lora(bpy.types.PropertyGroup):
     """A sketch-style LoRA the backend applies on top of the model in every job."""
 
@@ -165,9 +129,14 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
             ("REMOTE", "Remote server", "Connect to a FlipSketch server at a URL"),
         ],
         default="LOCAL",
+        description="Where jobs run: a backend this add-on starts here, or a server elsewhere",
     )
-    remote_url: bpy.props.StringProperty(name="Server URL", default="http://127.0.0.1:8765")
-    remote_token: bpy.props.StringProperty(name="Token", subtype="PASSWORD")
+    remote_url: bpy.props.StringProperty(
+        name="Server URL", default="http://127.0.0.1:8765", description="Address of a running `flipsketch serve`"
+    )
+    remote_token: bpy.props.StringProperty(
+        name="Token", subtype="PASSWORD", description="The server's access token (empty: the server needs none)"
+    )
     backend_path: bpy.props.StringProperty(
         name="Backend folder",
         subtype="DIR_PATH",
@@ -181,16 +150,21 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
     model: bpy.props.StringProperty(
         name="Model", description="Hugging Face id or local folder of the sketch model", default=PUBLISHED_MODEL
     )
-    model_subfolder: bpy.props.StringProperty(name="Model folder", default="checkpoint-2500")
+    model_subfolder: bpy.props.StringProperty(
+        name="Model folder",
+        default="checkpoint-2500",
+        description="Subfolder of the model holding the weights (empty: the model's top folder)",
+    )
     device: bpy.props.EnumProperty(
         name="Device",
         items=[
             ("auto", "Automatic", "GPU when available"),
-            ("cuda", "CUDA", ""),
-            ("mps", "Apple", ""),
-            ("cpu", "CPU", ""),
+            ("cuda", "CUDA", "An NVIDIA GPU"),
+            ("mps", "Apple", "The GPU of an Apple silicon Mac"),
+            ("cpu", "CPU", "No GPU: slow, for trying things out"),
         ],
         default="auto",
+        description="Where the managed local backend runs the model",
     )
     output_dir: bpy.props.StringProperty(
         name="Output folder",
@@ -200,7 +174,7 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
     loras: bpy.props.CollectionProperty(type=FLIPSKETCH_PG_lora)
-    lora_index: bpy.props.IntProperty()
+    lora_index: bpy.props.IntProperty(name="LoRA", description="The selected LoRA")
     training_data_dir: bpy.props.StringProperty(
         name="Training data folder",
         description="Where Export Animation for Training writes clip folders (one per clip)",
@@ -258,12 +232,12 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
                 box.label(text=install_status["text"], icon="INFO")
             box.label(text=f"Server log: {os.path.join(self.backend_dir(), 'server', 'server.log')}")
             box.prop(self, "backend_python")
+            box.prop(self, "device")  # the remote server chooses its own
         box = layout.box()
         box.prop(self, "model")
         box.prop(self, "model_subfolder")
         box.label(text=LICENCE_NOTE, icon="ERROR")
         self.draw_loras(layout.box())
-        layout.prop(self, "device")
         layout.prop(self, "output_dir")
         layout.prop(self, "training_data_dir")
         layout.prop(self, "lora_dir")
@@ -280,7 +254,6 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
 
 _classes = (
     FLIPSKETCH_OT_install_backend,
-    FLIPSKETCH_OT_diagnostics,
     FLIPSKETCH_PG_lora,
     FLIPSKETCH_UL_loras,
     FLIPSKETCH_OT_lora_add,

@@ -12,51 +12,98 @@ from bpy.props import (
 )
 
 from .preferences import addon_preferences
+from .runtime import ACTIVE_STATES, JobKind, JobState, enum_items
 
-TIMINGS = [("1", "Ones", "A new drawing every frame"), ("2", "Twos", "Hold each drawing 2 frames"), ("3", "Threes", "")]
-ACTIVE_STATES = {"starting", "connecting", "queued", "running", "downloading"}
+TIMINGS = [
+    ("1", "Ones", "A new drawing every frame"),
+    ("2", "Twos", "Hold each drawing 2 frames"),
+    ("3", "Threes", "Hold each drawing 3 frames"),
+]
+SIZE_MIN, SIZE_MAX, SIZE_STEP = 64, 1024, 8  # what the backend accepts (flipsketch.params)
+TRAINED_SIZE, DRAFT_SIZE = 256, 128
+MOTION_HELP = "0 = stays close to your drawing, 1 = most motion"
+
+
+def _snap_size(self, _context) -> None:
+    """Sizes are multiples of 8 (the VAE's scale): round to the nearest one."""
+    snapped = min(max(int(self.resolution / SIZE_STEP + 0.5) * SIZE_STEP, SIZE_MIN), SIZE_MAX)
+    if snapped != self.resolution:
+        self.resolution = snapped
+
+
+class FLIPSKETCH_PG_variant(bpy.types.PropertyGroup):
+    """One variant of a job's result: its layer, seed and (once ranked) score."""
+
+    layer: StringProperty(name="Layer", description="The Grease Pencil layer holding this variant")
+    seed: IntProperty(name="Seed", description="The seed this variant was made with")
+    score: FloatProperty(
+        name="Score", default=-1.0, description="Ranking score of this variant, higher is better (-1: not ranked)"
+    )
 
 
 class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
-    key: StringProperty()
-    kind: StringProperty(default="animate")  # animate | train (out_dir is then the LoRA folder)
-    prompt: StringProperty()
-    state: StringProperty(default="starting")
-    stage: StringProperty()
-    message: StringProperty()
-    progress: FloatProperty(min=0, max=1, subtype="FACTOR")
-    eta: FloatProperty(default=-1)
-    backend_id: StringProperty()
-    out_dir: StringProperty(subtype="DIR_PATH")
-    object_name: StringProperty()
-    camera_name: StringProperty()
-    frame: IntProperty()
-    timing: IntProperty(default=2)
-    placement: StringProperty()  # JSON: where results go back (export.Placement)
-    shot_name: StringProperty()  # set when the job animates a storyboard shot
-    layers: StringProperty()  # names of the imported layers, comma separated
-    sequence_object: StringProperty()  # the image empty showing the first variant
-    parent_key: StringProperty()  # set for an extension: the job it continues
-    regenerates: StringProperty()  # set for a regeneration: the job whose segment it replaces
-    first_key: IntProperty()  # first keyframe this job wrote on its layer
-    key_count: IntProperty()  # how many keyframes it wrote
-    sequence_first: IntProperty(default=1)  # number of its first file in the image sequence
+    """One row of the job list. Operators never keep a row across adding or
+    removing rows (the list is reallocated): they look rows up by key."""
+
+    key: StringProperty(name="Key", description="The job's unique key")
+    kind: EnumProperty(
+        name="Kind",
+        items=enum_items(JobKind, {"train": "Trains a LoRA; the output folder is the LoRA's folder"}),
+        default=JobKind.ANIMATE.value,
+        description="What the job makes",
+    )
+    prompt: StringProperty(name="Prompt", description="The job's prompt")
+    state: EnumProperty(
+        name="State", items=enum_items(JobState, {}), default=JobState.STARTING.value, description="Where the job is"
+    )
+    stage: StringProperty(name="Stage", description="The backend's current stage (encode, denoise, …)")
+    message: StringProperty(name="Message", description="What the job last reported")
+    progress: FloatProperty(
+        name="Progress", min=0, max=1, subtype="FACTOR", description="1 only once the result is in the scene"
+    )
+    eta: FloatProperty(name="Time left", default=-1, description="Seconds left (-1: not known yet)")
+    backend_id: StringProperty(name="Backend job", description="The job's id on the backend")
+    out_dir: StringProperty(name="Output folder", subtype="DIR_PATH", description="Where the job's files are")
+    object_name: StringProperty(name="Object", description="The Grease Pencil object the job animates")
+    camera_name: StringProperty(name="Camera", description="The camera the drawing was seen through")
+    frame: IntProperty(name="Frame", description="Scene frame of the job's first drawing")
+    timing: IntProperty(name="Timing", default=2, description="Scene frames each drawing is held")
+    seed: IntProperty(name="Seed", description="The first variant's seed")
+    variant_count: IntProperty(name="Variants", default=1, description="Variants asked for")
+    placement: StringProperty(name="Placement", description="JSON: where results go back (export.Placement)")
+    shot_name: StringProperty(name="Shot", description="The storyboard shot this job animates")
+    variants: CollectionProperty(type=FLIPSKETCH_PG_variant, name="Variants", description="The imported variants")
+    target_layer: StringProperty(name="Target layer", description="Extension, regeneration: the layer it writes on")
+    sequence_object: StringProperty(name="Image sequence", description="The image empty showing the first variant")
+    parent_key: StringProperty(name="Parent", description="An extension's parent: the job it continues")
+    regenerates: StringProperty(name="Regenerates", description="A regeneration: the job whose segment it replaces")
+    first_key: IntProperty(name="First keyframe", description="First keyframe this job wrote on its layer")
+    key_count: IntProperty(name="Keyframes", description="How many keyframes it wrote")
+    sequence_first: IntProperty(
+        name="First file", default=1, description="Number of its first file in the image sequence"
+    )
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    def layer_names(self) -> list[str]:
+        """The layers holding this job's result, one per variant."""
+        return [variant.layer for variant in self.variants]
+
 
 class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
     """One storyboard shot: a frame range, its drawing, a prompt, overrides."""
 
-    name: StringProperty(name="Name")
-    frame_start: IntProperty(name="Start")
-    frame_end: IntProperty(name="End")
+    name: StringProperty(name="Name", description="The shot's name (its marker's)")
+    frame_start: IntProperty(name="Start", description="The shot's first frame")
+    frame_end: IntProperty(name="End", description="The shot's last frame")
     object_name: StringProperty(name="Drawing", description="Grease Pencil object drawn at the shot's first frame")
-    prompt: StringProperty(name="Prompt")
+    prompt: StringProperty(name="Prompt", description="What should happen in this shot")
     frames: IntProperty(name="Frames", default=0, min=0, max=32, description="0: the panel's setting")
-    motion: FloatProperty(name="Motion", default=-1, min=-1, max=1, description="-1: the panel's setting")
+    motion: FloatProperty(
+        name="Motion", default=-1, min=-1, max=1, description=f"-1: the panel's setting; {MOTION_HELP}"
+    )
     seed: IntProperty(name="Seed", default=-1, min=-1, description="-1: the panel's setting")
     variants: IntProperty(name="Variants", default=0, min=0, max=8, description="0: the panel's setting")
     state: StringProperty(default="todo")  # todo | queued | done | failed
@@ -66,25 +113,53 @@ class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
 
 class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
     prompt: StringProperty(name="Prompt", description="What should happen, e.g. 'the cat turns its head and meows'")
-    negative_prompt: StringProperty(name="Negative prompt")
-    motion: FloatProperty(
-        name="Motion", default=0.5, min=0, max=1, subtype="FACTOR", description="More motion, or closer to the drawing"
+    negative_prompt: StringProperty(
+        name="Negative prompt", description="What should not happen or be drawn, e.g. 'blurry, shaded'"
     )
+    motion: FloatProperty(name="Motion", default=0.5, min=0, max=1, subtype="FACTOR", description=MOTION_HELP)
     frames: IntProperty(name="Frames", default=10, min=2, max=32, description="Drawings to generate (trained on 16)")
-    timing: EnumProperty(name="Timing", items=TIMINGS, default="2")
-    seed: IntProperty(name="Seed", default=0, min=0)
+    timing: EnumProperty(name="Timing", items=TIMINGS, default="2", description="Scene frames each drawing is held")
+    seed: IntProperty(name="Seed", default=0, min=0, description="Same seed, same settings: the same animation")
     variants: IntProperty(name="Variants", default=1, min=1, max=8, description="Seeds seed, seed+1, … in one job")
-    steps: IntProperty(name="Steps", default=25, min=1, max=200)
-    guidance: FloatProperty(name="Guidance", default=9.0, min=0, max=30)
-    align: BoolProperty(name="Frame alignment", default=True, description="Paper's full method; several times slower")
-    tau_align: IntProperty(name="Align steps (τ1)", default=10, min=0, max=200)
-    tau_compose: IntProperty(name="Compose steps (τ2)", default=15, min=-1, max=200)
-    resolution: EnumProperty(
-        name="Resolution", items=[("256", "256", "Trained size"), ("384", "384", ""), ("512", "512", "")], default="256"
+    steps: IntProperty(
+        name="Steps", default=25, min=1, max=200, description="Denoising steps: fewer is faster and rougher (25: paper)"
     )
-    active_layer_only: BoolProperty(name="Active layer only", default=False)
-    show_advanced: BoolProperty(name="Advanced", default=False)
+    guidance: FloatProperty(
+        name="Guidance", default=9.0, min=0, max=30, description="How closely the motion follows the prompt (9: paper)"
+    )
+    align: BoolProperty(name="Frame alignment", default=True, description="Paper's full method; several times slower")
+    tau_align: IntProperty(
+        name="Align steps (τ1)", default=10, min=0, max=200, description="Denoising steps with frame alignment"
+    )
+    tau_compose: IntProperty(
+        name="Compose steps (τ2)",
+        default=15,
+        min=-1,
+        max=200,
+        description="Denoising steps that compose with the drawing's features (-1: none)",
+    )
+    resolution: IntProperty(
+        name="Size",
+        default=TRAINED_SIZE,
+        min=SIZE_MIN,
+        max=SIZE_MAX,
+        step=SIZE_STEP,
+        subtype="PIXEL",
+        update=_snap_size,
+        description=f"Square generation size, a multiple of {SIZE_STEP} ({TRAINED_SIZE}: the trained size); "
+        "larger is slower",
+    )
+    draft: BoolProperty(
+        name="Draft",
+        default=False,
+        description=f"Fast preview: generate at {DRAFT_SIZE} px whatever the size; turn off for the final animation",
+    )
+    active_layer_only: BoolProperty(
+        name="Active layer only", default=False, description="Send only the active layer, not every visible one"
+    )
+    show_advanced: BoolProperty(name="Advanced", default=False, description="Show the advanced settings")
     jobs: CollectionProperty(type=FLIPSKETCH_PG_job)
+    job_index: IntProperty(name="Job", description="The job whose details are shown")
     shots: CollectionProperty(type=FLIPSKETCH_PG_shot)
     shot_index: IntProperty()
 
@@ -104,7 +179,7 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
     def params(self) -> dict:
         """What every new job sends; "loras" only when some are enabled, so
         that backends without LoRA support keep accepting the jobs."""
-        size = int(self.resolution)
+        size = DRAFT_SIZE if self.draft else self.resolution
         params = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -126,7 +201,7 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
         return params
 
 
-_classes = (FLIPSKETCH_PG_job, FLIPSKETCH_PG_shot, FLIPSKETCH_PG_settings)
+_classes = (FLIPSKETCH_PG_variant, FLIPSKETCH_PG_job, FLIPSKETCH_PG_shot, FLIPSKETCH_PG_settings)
 
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)

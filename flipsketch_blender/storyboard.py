@@ -11,10 +11,10 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
+from . import backend, runtime
 from .export import ExportError, export_drawing
-from .operators import queue_job
 from .projection import camera_frame
-from .properties import ACTIVE_STATES
+from .runtime import ACTIVE_STATES, JobKind, JobSpec
 
 
 def shot_ranges(scene) -> list[tuple[str, int, int]]:
@@ -95,17 +95,28 @@ class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
             strokes, placement = export_drawing(ob, shot.frame_start, frame)
         except ExportError as exc:
             return f"Shot {shot.name}: {exc}"
-        params, timing = settings.shot_params(shot), int(settings.timing)
-        job = queue_job(self, context, ob, {"strokes": strokes}, placement, shot.frame_start, params, timing)
-        if job is None:
+        spec = JobSpec(
+            kind=JobKind.ANIMATE,
+            object_name=ob.name,
+            frame=shot.frame_start,
+            timing=int(settings.timing),
+            params=settings.shot_params(shot),
+            sketch={"strokes": strokes},
+            placement=placement,
+            camera_name=scene.camera.name,
+            shot_name=shot.name,
+        )
+        key = runtime.queue_job(self, context, spec)
+        if key is None:
             return f"Shot {shot.name}: the output folder is not writable."
-        job.shot_name, job.camera_name = shot.name, scene.camera.name
-        shot.job_key = job.key
+        shot.job_key = key
         return ""
 
 
 def update_shot(job) -> None:
-    """Called by the pump when a storyboard job ends."""
+    """The shot of a job that ended follows it (a runtime.on_job_end listener)."""
+    if not job.shot_name:
+        return
     scene_shots = (s for scene in bpy.data.scenes for s in scene.flipsketch.shots)
     shot = next((s for s in scene_shots if s.job_key == job.key), None)
     if shot is None:
@@ -138,8 +149,6 @@ class FLIPSKETCH_OT_cancel_storyboard(bpy.types.Operator):
     bl_label = "Cancel Storyboard"
 
     def execute(self, context):
-        from . import backend
-
         cancelled = sum(
             backend.cancel_job(shot.job_key) for shot in context.scene.flipsketch.shots if shot.state == "queued"
         )
@@ -155,14 +164,12 @@ class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        from .operators import find_job
-
         scene = context.scene
         editor = scene.sequence_editor or scene.sequence_editor_create()
         strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # 4.5 has both; 5.0 only strips
         added = 0
         for shot in scene.flipsketch.shots:
-            job = find_job(shot.job_key) if shot.state == "done" else None
+            job = runtime.find_job(shot.job_key) if shot.state == "done" else None
             files = sorted((Path(job.out_dir) / "sequence").glob("seq_*.png")) if job else []
             if not files:
                 continue
@@ -244,8 +251,10 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_cla
 def register() -> None:
     _register_classes()
     bpy.app.handlers.load_post.append(interrupted_on_load)
+    runtime.on_job_end.append(update_shot)
 
 
 def unregister() -> None:
+    runtime.on_job_end.remove(update_shot)
     bpy.app.handlers.load_post.remove(interrupted_on_load)
     _unregister_classes()

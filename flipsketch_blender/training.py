@@ -21,9 +21,8 @@ from pathlib import Path
 
 import bpy
 
-from . import backend
+from . import runtime
 from .export import ExportError, export_drawing
-from .operators import backend_settings, ensure_pump, flipsketch_job_of_layer
 from .preferences import addon_preferences
 from .projection import camera_frame
 
@@ -72,11 +71,12 @@ def write_clip(folder: Path, drawings: list[dict], caption: str) -> None:
 
 
 class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
-    """Export the active Grease Pencil layer's animation, seen through the scene camera,
-    as a clip (drawings + caption) for training a sketch-style LoRA"""
-
     bl_idname = "flipsketch.export_training_clip"
     bl_label = "Export Animation for Training"
+    bl_description = (
+        "Export the active Grease Pencil layer's animation, seen through the scene camera, "
+        "as a clip (drawings + caption) for training a sketch-style LoRA"
+    )
     bl_options = {"REGISTER"}
 
     directory: bpy.props.StringProperty(
@@ -114,7 +114,7 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
         preference's folder, object + layer as the name, and the prompt that
         generated the layer (if FlipSketch made it) as the caption."""
         ob, scene = context.active_object, context.scene
-        job = flipsketch_job_of_layer(context)
+        job = runtime.job_of_layer(context)
         defaults = {
             "directory": addon_preferences(context).training_data_dir,
             "clip_name": bpy.path.clean_name(f"{ob.name}_{ob.data.layers.active.name}"),
@@ -176,11 +176,12 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
 
 
 class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
-    """Train a sketch-style LoRA on the clips of a data folder, in the background on the backend;
-    when it is done, the LoRA joins the list that every new job uses"""
-
     bl_idname = "flipsketch.train_lora"
     bl_label = "Train LoRA"
+    bl_description = (
+        "Train a sketch-style LoRA on the clips of a data folder, in the background on the backend; "
+        "when it is done, the LoRA joins the list that every new job uses"
+    )
     bl_options = {"REGISTER"}
 
     data_dir: bpy.props.StringProperty(
@@ -283,7 +284,7 @@ class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
                 "Export Animation for Training, or choose another folder."
             )
         jobs = (job for scene in bpy.data.scenes for job in scene.flipsketch.jobs)
-        if any(job.kind == "train" and job.active and job.out_dir == out for job in jobs):
+        if any(job.kind == runtime.JobKind.TRAIN and job.active and job.out_dir == out for job in jobs):
             return f"The LoRA {out} is being trained already: wait for that run, or cancel it."
         return ""
 
@@ -301,11 +302,7 @@ class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
             "frames": self.frames,
             "validation_steps": self.validation_steps,
         }
-        job = context.scene.flipsketch.jobs.add()
-        job.key, job.kind = uuid.uuid4().hex[:12], "train"
-        job.prompt, job.out_dir = f"Train LoRA {self.lora_name()}", out
-        backend.start_training(job.key, backend_settings(context), data, out, config, self.resume, self.overwrite)
-        ensure_pump()
+        runtime.queue_training(context, self.lora_name(), data, out, config, self.resume, self.overwrite)
         self.report({"INFO"}, f"Training the LoRA {self.lora_name()} into {out}; follow it in the job list.")
         return {"FINISHED"}
 

@@ -127,9 +127,10 @@ def test_animate_sketch_round_trip(scene) -> None:
     assert export.export_drawing(ob, 1, through_camera)[0] == sent_before  # generated layers are never input
     assert np.array_equal(_world_points(ob), original)  # the user's drawing is untouched
 
-    layer = ob.data.layers[job.layers]
+    assert [(variant.layer, variant.seed) for variant in job.variants] == [(job.variants[0].layer, 0)]
+    layer = ob.data.layers[job.variants[0].layer]
     assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7]  # 4 drawings on twos
-    empty = bpy.data.objects[job.layers]
+    empty = bpy.data.objects[job.sequence_object]
     assert empty.empty_display_type == "IMAGE" and empty.image_user.frame_start == 1
     assert empty.image_user.frame_duration == 8
     sequence = sorted((Path(job.out_dir) / "sequence").glob("seq_*.png"))
@@ -154,19 +155,19 @@ def test_animate_sketch_round_trip(scene) -> None:
         assert np.abs(xy - expected).max() * 256 < 0.05  # pixels
     assert camera.name == job.camera_name
     assert bpy.data.texts[f"FlipSketch {job.key}.json"].as_string().startswith("{")
-    assert addon_module("operators").pump_stats["longest_ms"] < 500
+    assert addon_module("runtime").pump_stats["longest_ms"] < 500
 
 
 def test_cancel_then_killed_backend_then_recovery(scene, addon) -> None:
     add_camera()
     add_drawing(SQUARE)
     scene.flipsketch.steps = 60  # long enough to cancel while it runs
-    operators, backend = addon_module("operators"), addon_module("backend")
+    runtime, backend = addon_module("runtime"), addon_module("backend")
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     job = scene.flipsketch.jobs[-1]
     deadline = time.time() + 300
     while job.stage != "denoise":
-        operators.pump()
+        runtime.pump()
         assert time.time() < deadline and job.state not in ("failed", "cancelled"), job.message
         time.sleep(0.05)
     assert bpy.ops.flipsketch.cancel(key=job.key) == {"FINISHED"}
@@ -176,7 +177,7 @@ def test_cancel_then_killed_backend_then_recovery(scene, addon) -> None:
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     job = scene.flipsketch.jobs[-1]
     while job.stage != "denoise":
-        operators.pump()
+        runtime.pump()
         assert time.time() < deadline, job.message
         time.sleep(0.05)
     backend._server["process"].kill()  # the backend dies mid-job
@@ -233,9 +234,9 @@ def test_bad_situations_are_reported_and_change_nothing(scene, addon, tmp_path: 
 
 def test_collect_diagnostics_fills_a_text_block(scene, addon) -> None:
     assert bpy.ops.flipsketch.diagnostics() == {"FINISHED"}
-    operators, deadline = addon_module("operators"), time.time() + 120
+    runtime, deadline = addon_module("runtime"), time.time() + 120
     while "FlipSketch diagnostics" not in bpy.data.texts:
-        operators.pump()
+        runtime.pump()
         assert time.time() < deadline, "no diagnostics"
         time.sleep(0.1)
     text = bpy.data.texts["FlipSketch diagnostics"].as_string()
@@ -252,7 +253,8 @@ def test_extend_continues_the_layer_and_sequence_from_a_redrawn_last_key(scene) 
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     pump_until_done()
     parent = scene.flipsketch.jobs[-1]
-    layer = ob.data.layers[parent.layers]
+    parent_key, parent_prompt, sequence_object = parent.key, parent.prompt, parent.sequence_object
+    layer = ob.data.layers[parent.variants[0].layer]
     first_key = addon_module("gpencil").read_strokes(layer, 1).positions.copy()
 
     # The artist redraws the last keyframe (7) as a small diagonal line in the middle.
@@ -266,18 +268,18 @@ def test_extend_continues_the_layer_and_sequence_from_a_redrawn_last_key(scene) 
     pump_until_done()
     job = scene.flipsketch.jobs[-1]
     assert job.state == "imported", job.message
-    assert job.parent_key == parent.key and job.prompt == parent.prompt
+    assert job.parent_key == parent_key and job.prompt == parent_prompt
 
     assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7, 9, 11, 13]  # 3 new keys on twos, no repeat of 7
     assert np.array_equal(addon_module("gpencil").read_strokes(layer, 1).positions, first_key)
     sent = np.asarray(Image.open(Path(job.out_dir) / "sketch.png").convert("L"))
     assert sent[128, 128] < 128 and sent[40, 40] == 255 and sent[128, 40] == 255  # the redrawn line was sent
-    empty = bpy.data.objects[parent.sequence_object]
+    empty = bpy.data.objects[sequence_object]
     assert empty.image_user.frame_duration == 14
     sequence = sorted(Path(bpy.path.abspath(empty.data.filepath)).parent.glob("seq_*.png"))
     assert [p.name for p in sequence] == [f"seq_{n:04d}.png" for n in range(1, 15)]
     record = json.loads(bpy.data.texts[f"FlipSketch {job.key}.json"].as_string())
-    assert record["parent"] == parent.key and record["run"]["segment"] == {"first_index": 4}
+    assert record["parent"] == parent_key and record["run"]["segment"] == {"first_index": 4}
 
 
 def test_storyboard_from_markers_keeps_going_and_resumes_after_reopening(scene, tmp_path: Path) -> None:
@@ -392,16 +394,17 @@ def test_extend_from_the_image_sequence_uses_its_last_frame_exactly(scene) -> No
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     pump_until_done()
     parent = scene.flipsketch.jobs[-1]
+    parent_dir, parent_layer = parent.out_dir, parent.variants[0].layer
     empty = bpy.data.objects[parent.sequence_object]
     bpy.context.view_layer.objects.active = empty
     assert bpy.ops.flipsketch.extend() == {"FINISHED"}
     pump_until_done()
     job = scene.flipsketch.jobs[-1]
     assert job.state == "imported", job.message
-    last_generated = np.asarray(Image.open(Path(parent.out_dir) / "frame_0003.png").convert("L"))
+    last_generated = np.asarray(Image.open(Path(parent_dir) / "frame_0003.png").convert("L"))
     sent = np.asarray(Image.open(Path(job.out_dir) / "sketch.png").convert("L"))
     assert np.array_equal(sent, last_generated)  # the reference is the last frame, exactly
-    assert [f.frame_number for f in ob.data.layers[parent.layers].frames] == [1, 3, 5, 7, 9, 11, 13]
+    assert [f.frame_number for f in ob.data.layers[parent_layer].frames] == [1, 3, 5, 7, 9, 11, 13]
     assert empty.image_user.frame_duration == 14
 
 
@@ -412,12 +415,13 @@ def test_regenerating_one_segment_leaves_the_others_untouched(scene) -> None:
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     pump_until_done()
     root = scene.flipsketch.jobs[-1]
-    ob.data.layers.active = ob.data.layers[root.layers]
+    layer_name, sequence_object = root.variants[0].layer, root.sequence_object
+    ob.data.layers.active = ob.data.layers[layer_name]
     assert bpy.ops.flipsketch.extend() == {"FINISHED"}
     pump_until_done()
-    extension = scene.flipsketch.jobs[-1]
-    layer, gpencil = ob.data.layers[root.layers], addon_module("gpencil")
-    sequence = Path(bpy.path.abspath(bpy.data.objects[root.sequence_object].data.filepath)).parent
+    extension_key = scene.flipsketch.jobs[-1].key
+    layer, gpencil = ob.data.layers[layer_name], addon_module("gpencil")
+    sequence = Path(bpy.path.abspath(bpy.data.objects[sequence_object].data.filepath)).parent
 
     def keys() -> dict[int, bytes]:
         return {f.frame_number: gpencil.read_strokes(layer, f.frame_number).positions.tobytes() for f in layer.frames}
@@ -427,10 +431,10 @@ def test_regenerating_one_segment_leaves_the_others_untouched(scene) -> None:
 
     keys_before, files_before = keys(), files()
     scene.flipsketch.seed = 1234
-    assert bpy.ops.flipsketch.regenerate(key=extension.key) == {"FINISHED"}
+    assert bpy.ops.flipsketch.regenerate(key=extension_key) == {"FINISHED"}
     pump_until_done()
     assert scene.flipsketch.jobs[-1].state == "imported", scene.flipsketch.jobs[-1].message
-    assert extension.state == "replaced"
+    assert addon_module("runtime").find_job(extension_key).state == "replaced"
     keys_after, files_after = keys(), files()
     assert sorted(keys_after) == sorted(keys_before) == [1, 3, 5, 7, 9, 11, 13]
     assert all(keys_after[f] == keys_before[f] for f in (1, 3, 5, 7))  # the first segment is untouched

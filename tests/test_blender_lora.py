@@ -110,7 +110,9 @@ def test_training_defaults_come_from_the_scene_preferences_and_generating_job(sc
     add_drawing(SQUARE)
     scene.frame_start, scene.frame_end = 2, 4
     job = scene.flipsketch.jobs.add()
-    job.state, job.layers, job.prompt = "imported", "Other,Lines", "the plus spins"
+    job.state, job.object_name, job.prompt = "imported", "Sketch", "the plus spins"
+    for name in ("Other", "Lines"):
+        job.variants.add().layer = name
     saved, addon.training_data_dir = addon.training_data_dir, str(tmp_path / "data")
     try:
         assert bpy.ops.flipsketch.export_training_clip() == {"FINISHED"}
@@ -174,11 +176,12 @@ def loras(addon):
 def _generated_job(scene, ob, recorded_loras: list[dict]):
     """An imported job whose layer is the drawing's, with its run record (as the importer leaves it)."""
     job = scene.flipsketch.jobs.add()
-    job.key, job.state, job.prompt, job.object_name, job.layers = "made", "imported", "spin", ob.name, "Lines"
+    job.key, job.state, job.prompt, job.object_name = "made", "imported", "spin", ob.name
+    job.variants.add().layer = "Lines"
     job.frame, job.timing, job.placement = 1, 2, json.dumps(_placement(scene, ob).to_json())
     params = {**scene.flipsketch.params(), "loras": recorded_loras, "lambda": 0.5}
     bpy.data.texts.new("FlipSketch made.json").write(json.dumps({"run": {"params": params}}))
-    return job
+    return job.key
 
 
 def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
@@ -213,10 +216,10 @@ def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
     assert sent[-1]["params"]["loras"] == sent_loras
 
     recorded = [{"path": "/recorded/ink", "weight": 0.5}]
-    job = _generated_job(scene, ob, recorded)
+    key = _generated_job(scene, ob, recorded)
     assert bpy.ops.flipsketch.extend() == {"FINISHED"}
     assert sent[-1]["params"]["loras"] == sent_loras
-    assert bpy.ops.flipsketch.regenerate(key=job.key) == {"FINISHED"}
+    assert bpy.ops.flipsketch.regenerate(key=key) == {"FINISHED"}
     assert sent[-1]["params"]["loras"] == recorded  # the segment's own LoRAs, not today's list
     assert "lambda" not in sent[-1]["params"]
 

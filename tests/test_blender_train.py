@@ -46,11 +46,11 @@ def lora_dir(addon, tmp_path: Path) -> Path:
 def follow(job, timeout_s: float = 600.0) -> list[tuple[str, str, float, str]]:
     """Pump (as Blender's timer would) until no job runs; every distinct
     (state, stage, progress, message) the job's row showed on the way."""
-    operators, backend = addon_module("operators"), addon_module("backend")
+    runtime, backend = addon_module("runtime"), addon_module("backend")
     seen, deadline = [], time.time() + timeout_s
     while True:
         running = backend.running_jobs() or not backend.messages.empty()
-        operators.pump()
+        runtime.pump()
         row = (job.state, job.stage, job.progress, job.message)
         if not seen or seen[-1] != row:
             seen.append(row)
@@ -113,9 +113,9 @@ def test_training_can_be_cancelled_and_adds_nothing(scene, addon, loras, lora_di
         assert job.prompt == "Train LoRA data" and Path(job.out_dir) == lora_dir / "data"
         with pytest.raises(RuntimeError, match="is being trained already"):
             bpy.ops.flipsketch.train_lora(**long)
-    operators, deadline = addon_module("operators"), time.time() + 300
+    runtime, deadline = addon_module("runtime"), time.time() + 300
     while job.stage != "train":
-        operators.pump()
+        runtime.pump()
         assert time.time() < deadline and job.active, job.message
         time.sleep(0.02)
     assert bpy.ops.flipsketch.cancel(key=job.key) == {"FINISHED"}
@@ -137,8 +137,8 @@ def test_bad_training_requests_are_refused_clearly(scene, addon, loras, lora_dir
     assert len(scene.flipsketch.jobs) == 0 and not lora_dir.exists()
 
     # A remote server checks the folders on its own machine: its refusal shows in the job's row.
-    backend, operators = addon_module("backend"), addon_module("operators")
-    backend.connect(operators.backend_settings(bpy.context))  # the managed server, used as a remote one
+    backend, runtime = addon_module("backend"), addon_module("runtime")
+    backend.connect(runtime.backend_settings(bpy.context))  # the managed server, used as a remote one
     info = json.loads((Path(addon.backend_path) / "server" / "server.json").read_text())
     remote = dict(backend_mode="REMOTE", remote_url=info["url"], remote_token=info["token"])
     with preferences(addon, **remote):
