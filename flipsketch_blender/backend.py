@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .importer import prepare_results
+
 ADDON_DIR = Path(__file__).resolve().parent
 API_VERSION = 1
 START_TIMEOUT_S = 180
@@ -207,9 +209,7 @@ def start_job(
     def finish(client, job_id: str, post) -> dict:
         post("state", state="downloading")
         client.download(job_id, out_dir)
-        from .importer import prepare_results  # file work only; bpy data is touched in pump()
-
-        return {"prepared": prepare_results(out_dir, timing, append_to)}
+        return {"prepared": prepare_results(out_dir, timing, append_to)}  # files only: bpy data waits for pump()
 
     _start(key, settings, Task(submit=lambda client: client.submit(**request), finish=finish))
 

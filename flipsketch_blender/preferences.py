@@ -88,7 +88,10 @@ class FLIPSKETCH_OT_lora_add(bpy.types.Operator):
     bl_idname = "flipsketch.lora_add"
     bl_label = "Add LoRA"
     directory: bpy.props.StringProperty(
-        name="LoRA folder", subtype="DIR_PATH", options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"}
+        name="LoRA folder",
+        subtype="DIR_PATH",
+        description="A LoRA's folder, as `flipsketch train-lora` or Train LoRA writes it",
+        options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"},
     )
 
     def invoke(self, context, event):
@@ -173,7 +176,9 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
-    loras: bpy.props.CollectionProperty(type=FLIPSKETCH_PG_lora)
+    loras: bpy.props.CollectionProperty(
+        type=FLIPSKETCH_PG_lora, name="LoRAs", description="Sketch-style LoRAs; every new job uses the enabled ones"
+    )
     lora_index: bpy.props.IntProperty(name="LoRA", description="The selected LoRA")
     training_data_dir: bpy.props.StringProperty(
         name="Training data folder",

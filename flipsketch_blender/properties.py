@@ -42,8 +42,7 @@ class FLIPSKETCH_PG_variant(bpy.types.PropertyGroup):
 
 
 class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
-    """One row of the job list. Operators never keep a row across adding or
-    removing rows (the list is reallocated): they look rows up by key."""
+    """One row of the job list (look rows up by key: adding or removing rows moves them)"""
 
     key: StringProperty(name="Key", description="The job's unique key")
     kind: EnumProperty(
@@ -106,9 +105,9 @@ class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
     )
     seed: IntProperty(name="Seed", default=-1, min=-1, description="-1: the panel's setting")
     variants: IntProperty(name="Variants", default=0, min=0, max=8, description="0: the panel's setting")
-    state: StringProperty(default="todo")  # todo | queued | done | failed
-    message: StringProperty()
-    job_key: StringProperty()
+    state: StringProperty(name="State", default="todo", description="todo, queued, done or failed")
+    message: StringProperty(name="Message", description="Why the shot failed, or what it last reported")
+    job_key: StringProperty(name="Job", description="Key of the shot's latest job")
 
 
 class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
@@ -158,10 +157,10 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
         name="Active layer only", default=False, description="Send only the active layer, not every visible one"
     )
     show_advanced: BoolProperty(name="Advanced", default=False, description="Show the advanced settings")
-    jobs: CollectionProperty(type=FLIPSKETCH_PG_job)
+    jobs: CollectionProperty(type=FLIPSKETCH_PG_job, name="Jobs", description="Every job of the scene, oldest first")
     job_index: IntProperty(name="Job", description="The job whose details are shown")
-    shots: CollectionProperty(type=FLIPSKETCH_PG_shot)
-    shot_index: IntProperty()
+    shots: CollectionProperty(type=FLIPSKETCH_PG_shot, name="Shots", description="The storyboard's shots")
+    shot_index: IntProperty(name="Shot", description="The shot whose settings are shown")
 
     def shot_params(self, shot) -> dict:
         """The panel's parameters with the shot's overrides."""
