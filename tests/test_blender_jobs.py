@@ -28,6 +28,10 @@ COMMA_PROMPT = "The cat turns its head, then it meows"
 # Row counts at which adding one more row makes Blender reallocate the list
 # (its ID-property arrays grow 0, 4, 8, 16, 25, 35, …): the new rows 5, 9, 17, 26, 36.
 GROWS_AT = (4, 8, 16, 25, 35)
+# Reading a row after the list moved returns stale memory only when something
+# reused it meanwhile (2 of 40 tries read a wrong parent before the fix), so the
+# test tries each growth step and operator many times.
+ROUNDS = 10
 ROW_FIELDS = ("key", "kind", "prompt", "state", "object_name", "camera_name", "frame", "timing", "seed", "out_dir")
 ROW_FIELDS += ("placement", "sequence_object", "first_key", "key_count", "sequence_first")
 
@@ -144,7 +148,7 @@ def test_extend_and_regenerate_read_their_job_before_the_list_grows(scene, addon
     assert duration == 8
     # Nothing listens at that port: the new jobs fail at once; their rows are what is checked.
     with preferences(addon, backend_mode="REMOTE", remote_url="http://127.0.0.1:9"):
-        for rows_before in GROWS_AT:
+        for rows_before in GROWS_AT * ROUNDS:
             for operator in ("extend", "regenerate"):
                 jobs = _reset_settings(scene, parent, layer, rows_before)
                 if operator == "extend":
