@@ -11,7 +11,7 @@ from flipsketch.evaluation import ROWS, parse_seeds, summarise
 
 from .conftest import ROOT
 
-SMALL = ["--frames", "2", "--steps", "2"]
+SMALL = ["--frames", "2", "--steps", "2", "--width", "64", "--height", "64"]
 
 
 @pytest.fixture

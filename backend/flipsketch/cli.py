@@ -413,7 +413,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.grid:
         if not args.prompts or not args.out:
             raise InputError("--grid needs --prompts FILE and --out FOLDER.", "See `flipsketch eval --help`.")
-        extra = {"quality": args.quality} if args.quality else {}
+        extra = {"width": args.width, "height": args.height, **({"quality": args.quality} if args.quality else {})}
         grid = load_grid(
             Path(args.grid), Path(args.prompts), parse_seeds(args.seeds), grid_settings(args.frames, args.steps, extra),
             Path(args.out),
@@ -451,6 +451,8 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", help="folder for table.json/table.md (and the grid's per-clip results; resumable)")
     ev.add_argument("--frames", type=int, default=10, help="frames per grid clip (default 10)")
     ev.add_argument("--steps", type=int, default=25, help="DDIM steps per grid clip (default 25)")
+    ev.add_argument("--width", type=int, default=256, help="generation width of the grid (default 256)")
+    ev.add_argument("--height", type=int, default=256, help="generation height of the grid (default 256)")
     ev.add_argument("--quality", choices=["draft", "standard", "paper"], help="quality preset of the grid's rows")
     ev.add_argument("--clip-model", default=CLIP_MODEL, help=f"CLIP model, id or folder (default {CLIP_MODEL})")
     ev.add_argument("--xclip-model", default=XCLIP_MODEL, help=f"X-CLIP model, id or folder (default {XCLIP_MODEL})")
