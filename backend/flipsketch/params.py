@@ -21,7 +21,7 @@ QUALITY_PRESETS: dict[str, dict[str, Any]] = {
 }
 # Measured time of each preset over plain text-to-video sampling (`flipsketch bench`,
 # mid model, 10 frames, 256², 25 steps, CPU; docs/benchmarks.md). For UI tooltips.
-QUALITY_TIME_RATIOS: dict[str, float] = {"draft": 0.88, "standard": 1.96, "paper": 5.71}
+QUALITY_TIME_RATIOS: dict[str, float] = {"draft": 0.94, "standard": 1.94, "paper": 5.71}
 
 
 def typed_fields(cls: type, data: dict[str, Any], what: str, skip: frozenset[str] | set[str] = frozenset()) -> dict:
