@@ -55,7 +55,8 @@ def test_xclip_alignment_is_the_video_text_cosine(metric_models) -> None:
     frames, prompt = noise_frames(6, 2), "a cat turns its head"
     picked = xclip.clip_frames(frames)
     assert len(picked) == 4  # the model's num_frames, evenly spaced over 6
-    pixels = xclip.processor.image_processor(images=picked, return_tensors="pt").pixel_values[None]
+    pixels = xclip.processor.image_processor(picked, return_tensors="pt").pixel_values
+    assert pixels.shape == (1, 4, 3, 32, 32)  # VideoMAE's processor, as in the published layout
     tokens = xclip.processor.tokenizer([prompt], padding=True, return_tensors="pt")
     with torch.no_grad():  # by hand: X-CLIP's own logit divided by its logit scale
         out = xclip.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, pixel_values=pixels)

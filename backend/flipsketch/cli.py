@@ -414,10 +414,8 @@ def _eval(args: argparse.Namespace) -> int:
         if not args.prompts or not args.out:
             raise InputError("--grid needs --prompts FILE and --out FOLDER.", "See `flipsketch eval --help`.")
         extra = {"width": args.width, "height": args.height, **({"quality": args.quality} if args.quality else {})}
-        grid = load_grid(
-            Path(args.grid), Path(args.prompts), parse_seeds(args.seeds), grid_settings(args.frames, args.steps, extra),
-            Path(args.out),
-        )  # fmt: skip
+        settings = grid_settings(args.frames, args.steps, extra)
+        grid = load_grid(Path(args.grid), Path(args.prompts), parse_seeds(args.seeds), settings, Path(args.out))
     clip, xclip = load_clip(args.clip_model, device), load_xclip(args.xclip_model, device)
     if args.grid:
         model = load_model(

@@ -131,14 +131,16 @@ class XClipScorer:
     def alignment(self, frames: list[Image.Image], prompt: str) -> float:
         """Cosine similarity of the video embedding and the (video-conditioned)
         text embedding, in [−1, 1]."""
-        pixels = self.processor.image_processor(images=self.clip_frames(frames), return_tensors="pt").pixel_values
+        # The published processor is VideoMAE's (one video -> (1, F, 3, H, W)); CLIP's gives (F, 3, H, W).
+        pixels = self.processor.image_processor(self.clip_frames(frames), return_tensors="pt").pixel_values
+        pixels = pixels if pixels.ndim == 5 else pixels[None]
         text = self.processor.tokenizer([prompt], padding=True, truncation=True, return_tensors="pt")
         device = self.model.device
         with torch.no_grad():
             out = self.model(
                 input_ids=text.input_ids.to(device),
                 attention_mask=text.attention_mask.to(device),
-                pixel_values=pixels[None].to(device),
+                pixel_values=pixels.to(device),
             )
         video, words = _unit(out.video_embeds.float()), _unit(out.text_embeds.float())  # (1, D), (1, 1, D)
         return float((video[:, None] * words).sum(-1).squeeze())

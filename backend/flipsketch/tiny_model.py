@@ -160,7 +160,7 @@ def create_tiny_xclip(folder: str | Path, seed: int = 0, num_frames: int = 4) ->
     """A tiny random XCLIPModel + XCLIPProcessor in the layout of
     `microsoft/xclip-base-patch32`; the video encoder takes `num_frames` frames."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPTokenizer, XCLIPConfig, XCLIPModel, XCLIPProcessor
+    from transformers import CLIPTokenizer, VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
 
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -178,6 +178,7 @@ def create_tiny_xclip(folder: str | Path, seed: int = 0, num_frames: int = 4) ->
     )
     _write_tokenizer(folder, _TINY_VOCAB)
     XCLIPModel(config).save_pretrained(folder)
-    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    # The published X-CLIP processors hold VideoMAE's video preprocessor.
+    images = VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     XCLIPProcessor(image_processor=images, tokenizer=CLIPTokenizer.from_pretrained(folder)).save_pretrained(folder)
     return folder
