@@ -18,8 +18,10 @@ import bpy
 
 from . import backend, importer
 from .export import ExportError, Placement, export_drawing
+from .gpencil import gp_data
 from .preferences import addon_preferences
 from .projection import camera_frame, view_frame
+from .properties import scene_settings
 
 PUMP_INTERVAL_S = 0.2
 pump_stats = {"longest_ms": 0.0}
@@ -38,6 +40,7 @@ def backend_settings(context) -> backend.Settings:
         model=prefs.model,
         subfolder=prefs.model_subfolder,
         device=prefs.device,
+        online=bpy.app.online_access,
     )
 
 
@@ -52,7 +55,7 @@ def output_root(context) -> tuple[Path, str]:
 
 def find_job(key: str):
     for scene in bpy.data.scenes:
-        for job in scene.flipsketch.jobs:
+        for job in scene_settings(scene).jobs:
             if job.key == key:
                 return job
     return None
@@ -220,7 +223,7 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
         settings = context.scene.flipsketch
         parent = flipsketch_job_of_layer(context)
         if parent is not None:  # the layer's last keyframe, as the artist left it
-            ob, layer = context.active_object, context.active_object.data.layers.active
+            ob, layer = context.active_object, gp_data(context.active_object).layers.active
             last = max(frame.frame_number for frame in layer.frames)
             placement = Placement(**json.loads(parent.placement))
             try:
@@ -238,7 +241,8 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
                 return {"CANCELLED"}
             user = context.active_object.image_user
             last = user.frame_start + user.frame_duration - parent.timing  # where the last drawing starts
-            files = sorted(Path(bpy.path.abspath(context.active_object.data.filepath)).parent.glob("seq_*.png"))
+            image = context.active_object.data  # poll(): an image empty, its data the sequence's image
+            files = sorted(Path(bpy.path.abspath(image.filepath)).parent.glob("seq_*.png"))  # pyright: ignore[reportAttributeAccessIssue]
             sketch = {"sketch_png": files[user.frame_duration - 1].read_bytes()}
             placement = Placement(**json.loads(parent.placement))
         params = {**settings.params(), "variants": 1, "prompt": settings.prompt.strip() or parent.prompt}

@@ -213,10 +213,10 @@ def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
     assert sent[-1]["params"]["loras"] == sent_loras
 
     recorded = [{"path": "/recorded/ink", "weight": 0.5}]
-    job = _generated_job(scene, ob, recorded)
+    key = _generated_job(scene, ob, recorded).key  # the key, not the item: extend() adds to the collection
     assert bpy.ops.flipsketch.extend() == {"FINISHED"}
     assert sent[-1]["params"]["loras"] == sent_loras
-    assert bpy.ops.flipsketch.regenerate(key=job.key) == {"FINISHED"}
+    assert bpy.ops.flipsketch.regenerate(key=key) == {"FINISHED"}
     assert sent[-1]["params"]["loras"] == recorded  # the segment's own LoRAs, not today's list
     assert "lambda" not in sent[-1]["params"]
 
