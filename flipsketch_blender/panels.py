@@ -1,6 +1,7 @@
 """The "FlipSketch" tab in the 3D viewport's sidebar."""
 
 from pathlib import Path
+from typing import Literal
 
 import bpy
 
@@ -34,7 +35,7 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
             box = layout.box()
             for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose", "resolution"):
                 box.prop(settings, name)
-        draw_loras(layout, context)
+        draw_loras(layout, context)  # pyright: ignore[reportArgumentType]  Panel.layout is set during draw()
         row = layout.row(align=True)
         row.operator("flipsketch.animate", icon="PLAY")
         row.operator("flipsketch.extend", icon="FORWARD")
@@ -53,6 +54,7 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
                 eta = f", {job.eta:.0f} s left" if job.eta >= 0 else ""
                 box.progress(factor=job.progress, type="BAR", text=f"{job.stage or job.state} {job.progress:.0%}{eta}")
             else:
+                icon: dict[str, Literal["CHECKMARK", "ERROR", "CANCEL"]]
                 icon = {"imported": "CHECKMARK", "done": "CHECKMARK", "failed": "ERROR", "cancelled": "CANCEL"}
                 box.label(text=job.state.capitalize(), icon=icon.get(job.state, "INFO"))
             if job.message:

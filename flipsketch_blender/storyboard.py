@@ -14,7 +14,7 @@ from bpy.app.handlers import persistent
 from .export import ExportError, export_drawing
 from .operators import queue_job
 from .projection import camera_frame
-from .properties import ACTIVE_STATES
+from .properties import ACTIVE_STATES, scene_settings
 
 
 def shot_ranges(scene) -> list[tuple[str, int, int]]:
@@ -106,7 +106,7 @@ class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
 
 def update_shot(job) -> None:
     """Called by the pump when a storyboard job ends."""
-    scene_shots = (s for scene in bpy.data.scenes for s in scene.flipsketch.shots)
+    scene_shots = (s for scene in bpy.data.scenes for s in scene_settings(scene).shots)
     shot = next((s for s in scene_shots if s.job_key == job.key), None)
     if shot is None:
         return
@@ -123,10 +123,11 @@ def interrupted_on_load(_file) -> None:
     """Jobs that were running when the file was saved cannot be followed after
     a restart: mark them, and put their shots back to do."""
     for scene in bpy.data.scenes:
-        for job in scene.flipsketch.jobs:
+        settings = scene_settings(scene)
+        for job in settings.jobs:
             if job.state in ACTIVE_STATES:
                 job.state, job.message = "failed", "Interrupted: Blender was closed while it ran."
-        for shot in scene.flipsketch.shots:
+        for shot in settings.shots:
             if shot.state == "queued":
                 shot.state = "todo"
 

@@ -23,9 +23,11 @@ import bpy
 
 from . import backend
 from .export import ExportError, export_drawing
+from .gpencil import gp_data
 from .operators import backend_settings, ensure_pump, flipsketch_job_of_layer
 from .preferences import addon_preferences
 from .projection import camera_frame
+from .properties import scene_settings
 
 CAPTION_FILE = "caption.txt"
 
@@ -101,7 +103,7 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         ob = context.active_object
-        if ob is None or ob.type != "GREASEPENCIL" or ob.data.layers.active is None:
+        if ob is None or ob.type != "GREASEPENCIL" or gp_data(ob).layers.active is None:
             cls.poll_message_set("Select a Grease Pencil object and make its animated layer active")
             return False
         if context.scene.camera is None:
@@ -161,7 +163,7 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
         ob = context.active_object
         frames = range(self.frame_start, self.frame_end + 1, self.step)
         try:
-            drawings = export_frames(context, ob, ob.data.layers.active, frames)
+            drawings = export_frames(context, ob, gp_data(ob).layers.active, frames)
         except ExportError as exc:
             self.report({"ERROR"}, f"Nothing was exported. {exc}")
             return {"CANCELLED"}
@@ -282,7 +284,7 @@ class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
                 f"The training data folder {data} does not exist: export clips into it with "
                 "Export Animation for Training, or choose another folder."
             )
-        jobs = (job for scene in bpy.data.scenes for job in scene.flipsketch.jobs)
+        jobs = (job for scene in bpy.data.scenes for job in scene_settings(scene).jobs)
         if any(job.kind == "train" and job.active and job.out_dir == out for job in jobs):
             return f"The LoRA {out} is being trained already: wait for that run, or cancel it."
         return ""

@@ -112,7 +112,7 @@ class Result:
 
 def plain_text_to_video(model: SketchModel, params: AnimateParams) -> None:
     """Baseline (a): diffusers' TextToVideoSDPipeline on the same components."""
-    from diffusers import TextToVideoSDPipeline
+    from diffusers import TextToVideoSDPipeline  # pyright: ignore[reportPrivateImportUsage]  a lazy re-export
 
     pipe = TextToVideoSDPipeline(
         vae=model.vae,
@@ -132,7 +132,9 @@ def plain_text_to_video(model: SketchModel, params: AnimateParams) -> None:
         guidance_scale=params.guidance,
         generator=generator,
         output_type="latent",
-    ).frames
+        return_dict=False,
+    )[0]
+    assert isinstance(latents, torch.Tensor)  # output_type="latent": the latents as they are
     decode(model, latents)
 
 
