@@ -2,15 +2,22 @@
 """Set up, test, demo and package FlipSketch for Blender. Standard library only.
 
     python3.11 build.py demo      set up, then run the main job end to end (headless Blender)
-    python3.11 build.py test      set up, then lint and run the test suite
+    python3.11 build.py test      set up, then lint, type-check and run the test suite; the
+                                  Blender tests run again in the newest tested Blender (bpy 5.3)
     python3.11 build.py zip       build the installable Blender extension into dist/
     python3.11 build.py install-backend DIR   private backend venv (what the add-on installs)
     python3.11 build.py storyboard IN.blend OUT.blend   animate a .blend's storyboard headless
 
-Set-up creates `.venv/` beside this file with the backend installed editable
-and the test tools, all pinned in backend/pyproject.toml. A stamp written last
-records what was installed, so a second run does no network work and a broken
-install (no stamp) is repaired on the next run.
+Runs under Python 3.11 or 3.13 and finds the other one (python3.X on PATH, pyenv,
+`py -3.X` on Windows, or FLIPSKETCH_PYTHON311 / FLIPSKETCH_PYTHON313).
+
+Set-up creates `.venv/` (Python 3.11) beside this file with the backend installed
+editable and the test tools, all pinned in backend/pyproject.toml, and for
+`test` also `.venv-bpy5/` (Python 3.13): bpy 5.3 and the few packages the
+Blender tests import (the `bpy5-tests` dependency group). Both share one backend
+(.venv's) and one tiny model. A stamp written last records what was installed,
+so a second run does no network work and a broken install (no stamp) is
+repaired on the next run.
 """
 
 from __future__ import annotations
@@ -18,23 +25,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "backend"))
 from flipsketch_setup import install_backend, pyproject_hash, torch_index, venv_python  # noqa: E402  (stdlib-only, beside the backend)
 
-VENV = ROOT / ".venv"
+VENV = ROOT / ".venv"  # Python 3.11: backend, test tools, bpy 4.5 LTS
+VENV_BPY5 = ROOT / ".venv-bpy5"  # Python 3.13: bpy 5.3, the newest tested Blender
 BACKEND = ROOT / "backend"
 ADDON = ROOT / "flipsketch_blender"
 MANIFEST = ROOT / "blender_manifest.toml"
 DIST = ROOT / "dist"
 STAMP = VENV / "flipsketch-setup.json"
+TESTS = ROOT / "tests"
 # Fixed timestamp for files in the zip, so the same sources give the same bytes.
 ZIP_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 
@@ -53,28 +62,51 @@ def run(cmd: list[str | Path], **kwargs: object) -> None:
         sys.exit(result.returncode)
 
 
-def setup() -> Path:
-    """Create or repair .venv; skip all work when the stamp matches."""
-    if sys.version_info[:2] != (3, 11):
-        say(f"Python 3.11 is required (Blender 4.5/5.0 and the bpy wheel use it); this is {platform.python_version()}.")
-        say("Run this script with python3.11 (Windows: py -3.11 build.py ...).")
-        sys.exit(2)
-    label, index_args = torch_index()
-    wanted = {
-        "pyproject_sha256": pyproject_hash(),
-        "torch": label,
-        "python": platform.python_version(),
-    }
-    if STAMP.is_file() and venv_python(VENV).is_file():
+def find_python(version: tuple[int, int]) -> str:
+    """An interpreter of `version`: this one, FLIPSKETCH_PYTHON3XX, python3.X on
+    PATH, a pyenv install, or the Windows launcher; exits with advice if none."""
+    if sys.version_info[:2] == version:
+        return sys.executable
+    dotted = f"{version[0]}.{version[1]}"
+    name = f"python{dotted}"
+    candidates = [[os.environ.get(f"FLIPSKETCH_PYTHON{version[0]}{version[1]}", "")], [name]]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += [[str(p)] for p in sorted(pyenv.glob(f"versions/{dotted}.*/bin/{name}"))]
+    candidates.append(["py", f"-{dotted}"])
+    probe = f"import sys; print(sys.executable if sys.version_info[:2] == {version!r} else '')"
+    for command in candidates:
+        if not command[0] or not shutil.which(command[0]):
+            continue
         try:
-            if json.loads(STAMP.read_text()) == wanted:
-                say("environment up to date (.venv)")
-                return venv_python(VENV)
-        except ValueError:
-            pass
+            out = subprocess.run([*command, "-c", probe], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    say(f"Python {dotted} is needed and was not found (tried {name}, pyenv, py -{dotted}).")
+    say(f"Install it, or set FLIPSKETCH_PYTHON{version[0]}{version[1]} to its interpreter.")
+    sys.exit(2)
+
+
+def up_to_date(stamp: Path, venv: Path, wanted: dict) -> bool:
+    if not (stamp.is_file() and venv_python(venv).is_file()):
+        return False
+    try:
+        return json.loads(stamp.read_text()) == wanted
+    except ValueError:
+        return False
+
+
+def setup() -> Path:
+    """Create or repair .venv (Python 3.11); skip all work when the stamp matches."""
+    label, index_args = torch_index()
+    wanted = {"pyproject_sha256": pyproject_hash(), "torch": label, "python": "3.11"}
+    if up_to_date(STAMP, VENV, wanted):
+        say("environment up to date (.venv)")
+        return venv_python(VENV)
     if not venv_python(VENV).is_file():
-        say("creating .venv")
-        run([sys.executable, "-m", "venv", VENV])
+        say("creating .venv (Python 3.11: Blender 4.5 LTS and 5.0 use it)")
+        run([find_python((3, 11)), "-m", "venv", VENV])
     STAMP.unlink(missing_ok=True)
     say(f"installing backend and test tools; torch: {label}")
     run(
@@ -84,11 +116,67 @@ def setup() -> Path:
     return venv_python(VENV)
 
 
+def setup_bpy5() -> Path:
+    """Create or repair .venv-bpy5 (Python 3.13, Blender 5.3 as a module): the
+    `bpy5-tests` group of backend/pyproject.toml, and the backend source itself
+    without its dependencies (the Blender tests import a few light modules;
+    torch stays in .venv)."""
+    stamp = VENV_BPY5 / "flipsketch-setup.json"
+    requirements = tomllib.loads((BACKEND / "pyproject.toml").read_text())["dependency-groups"]["bpy5-tests"]
+    wanted = {"requirements": requirements, "python": "3.13"}
+    if up_to_date(stamp, VENV_BPY5, wanted):
+        say("environment up to date (.venv-bpy5)")
+        return venv_python(VENV_BPY5)
+    if not venv_python(VENV_BPY5).is_file():
+        say("creating .venv-bpy5 (Python 3.13: Blender 5.1 and later use it)")
+        run([find_python((3, 13)), "-m", "venv", VENV_BPY5])
+    stamp.unlink(missing_ok=True)
+    say("installing bpy 5.3 and the Blender tests' packages")
+    pip = [venv_python(VENV_BPY5), "-m", "pip", "install", "--disable-pip-version-check", "--only-binary=:all:"]
+    run([*pip, *requirements])
+    run([*pip, "--no-deps", "-e", BACKEND])
+    stamp.write_text(json.dumps(wanted, indent=2))
+    return venv_python(VENV_BPY5)
+
+
+def blender_test_files() -> list[Path]:
+    """The test modules that use Blender (they import bpy): they run in every tested Blender."""
+    return sorted(p for p in TESTS.glob("test_*.py") if "import bpy" in p.read_text(encoding="utf-8"))
+
+
+def typecheck(py: Path) -> None:
+    """basedpyright, standard mode, over the backend and the add-on (pyrightconfig.json; bpy types from
+    fake-bpy-module); offline; must report zero errors."""
+    run([py.parent / ("basedpyright.exe" if os.name == "nt" else "basedpyright"), "--pythonpath", py], cwd=ROOT)
+
+
 def cmd_test(extra: list[str]) -> None:
+    """Lint, type-check, run the suite in .venv (Blender 4.5 LTS), then the
+    Blender tests again in .venv-bpy5 (Blender 5.3), against .venv's backend and
+    one tiny model made for both runs."""
     py = setup()
+    py5 = setup_bpy5()
     run([py, "-m", "ruff", "check", ROOT], cwd=ROOT)
     run([py, "-m", "ruff", "format", "--check", ROOT], cwd=ROOT)
-    run([py, "-m", "pytest", "-q", *extra], cwd=ROOT)
+    typecheck(py)
+    with tempfile.TemporaryDirectory(prefix="flipsketch-test-") as tmp:
+        model = Path(tmp) / "tiny-model"
+        run([py, "-m", "flipsketch.cli", "model", "create-tiny", model], cwd=ROOT)
+        env = {**os.environ, "FLIPSKETCH_TEST_MODEL": str(model), "FLIPSKETCH_TEST_BACKEND_PYTHON": str(py)}
+        run([py, "-m", "pytest", "-q", *extra], cwd=ROOT, env=env)
+        selected = [a for a in extra if not a.startswith("-") and Path(ROOT, a.split("::")[0]).suffix == ".py"]
+        files = [str(f.relative_to(ROOT)) for f in blender_test_files()]
+        if selected:  # files named on the command line: only those that use Blender
+            files = [a for a in selected if str(Path(a.split("::")[0])) in files]
+        options = [a for a in extra if a not in selected]
+        if files:
+            say(f"$ {py5} -m pytest -q {' '.join([*options, *files])}   (Blender 5.3)")
+            code = subprocess.run([str(py5), "-m", "pytest", "-q", *options, *files], cwd=ROOT, env=env).returncode
+            if code == 5 and options:  # pytest: nothing collected; a -k/-m filter chose no Blender test
+                say("no Blender test matched the pytest options")
+            elif code != 0:
+                say(f"failed ({code}): the Blender tests in Blender 5.3")
+                sys.exit(code)
 
 
 def cmd_install_backend(extra: list[str]) -> None:
@@ -174,7 +262,7 @@ def main() -> None:
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="passed on (pytest arguments for `test`)")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    commands = {"setup": lambda _: setup(), "test": cmd_test, "demo": cmd_demo, "zip": cmd_zip}
+    commands = {"setup": lambda _: (setup(), setup_bpy5()), "test": cmd_test, "demo": cmd_demo, "zip": cmd_zip}
     commands["install-backend"] = cmd_install_backend
     commands["storyboard"] = cmd_storyboard
     commands[args.command](extra)

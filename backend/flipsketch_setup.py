@@ -8,6 +8,11 @@ A crashed or interrupted install is detected and repaired: an INSTALLING
 marker is written first and `installed.json` only after the backend imports,
 so anything else means "not installed yet".
 
+Only prebuilt wheels are installed (pip --only-binary=:all:): a Python that
+backend/pyproject.toml does not support, or a pin with no wheel for this Python
+and platform, is refused at once with a message naming it, instead of a
+quarter-hour source build that may fail anyway.
+
     python flipsketch_setup.py TARGET_DIR       # install or repair, log in TARGET_DIR/install.log
 """
 
@@ -17,9 +22,11 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -90,9 +97,36 @@ def pyproject_hash() -> str:
     return hashlib.sha256((BACKEND / "pyproject.toml").read_bytes()).hexdigest()
 
 
+def unsupported_python(version: tuple[int, int] = (sys.version_info[0], sys.version_info[1])) -> str | None:
+    """Why pyproject's requires-python (e.g. ">=3.11,<3.14"; operators >=, <)
+    refuses Python `version`, or None when it accepts it."""
+    requires = tomllib.loads((BACKEND / "pyproject.toml").read_text())["project"]["requires-python"]
+    for spec in requires.split(","):
+        match = re.fullmatch(r"\s*(>=|<)\s*(\d+)\.(\d+)\s*", spec)
+        if match is None:
+            raise ValueError(f"requires-python {requires!r} in pyproject.toml: only >=X.Y and <X.Y are understood")
+        op, major, minor = match.groups()
+        bound = (int(major), int(minor))
+        if (op == ">=" and version < bound) or (op == "<" and version >= bound):
+            return (
+                f"The FlipSketch backend needs Python {requires} and this is Python {version[0]}.{version[1]}: "
+                "use a Blender whose Python is supported (Blender 4.5 LTS to 5.3), "
+                "or run `python3.11 build.py install-backend DIR` and point the add-on at that backend."
+            )
+    return None
+
+
+def unwheeled(pip_output: str) -> list[str]:
+    """The requirements pip (with --only-binary=:all:) found no wheel for."""
+    return sorted(set(re.findall(r"No matching distribution found for (\S+)", pip_output)))
+
+
 def install_backend(target: Path, log=print) -> Path:
     """Create or repair TARGET/venv with the backend; return its python."""
     target = Path(target)
+    refusal = unsupported_python()
+    if refusal:
+        raise RuntimeError(refusal)
     state = install_state(target)
     python = venv_python(target / "venv")
     if state == "ok":
@@ -110,11 +144,20 @@ def install_backend(target: Path, log=print) -> Path:
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
             if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                output = (target / "install.log").read_text(errors="replace")
+                missing = unwheeled(output[output.rfind("\n$ ") :])  # this step's output
+                if missing:
+                    raise RuntimeError(
+                        f"No prebuilt package (wheel) of {', '.join(missing)} for Python "
+                        f"{platform.python_version()} on {platform.system()} {platform.machine()}: the backend "
+                        f"installs only wheels, so nothing was installed. See {target / 'install.log'}."
+                    )
                 raise RuntimeError(f"Backend install step failed; see {target / 'install.log'}")
 
         if not python.is_file():
             step([sys.executable, "-m", "venv", str(target / "venv")])
-        step([str(python), "-m", "pip", "install", "--disable-pip-version-check", *index_args, str(BACKEND)])
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--only-binary=:all:"]
+        step([*pip, *index_args, str(BACKEND)])
         step([str(python), "-c", "import flipsketch.pipeline, flipsketch.server"])
     record = {"pyproject_sha256": pyproject_hash(), "torch": label, "python": platform.python_version()}
     (target / "installed.json").write_text(json.dumps(record, indent=2))

@@ -1,12 +1,13 @@
 """Animate a .blend's storyboard in headless Blender and save the result.
 
-    .venv/bin/python examples/run_storyboard.py EXTENSION.zip IN.blend OUT.blend [--force]
+    .venv/bin/python examples/run_storyboard.py EXTENSION.zip IN.blend OUT.blend [--force] [--backend-python PY]
     (or: python3.11 build.py storyboard IN.blend OUT.blend [--force])
 
 Runs every shot that is not done (all with --force) through the same operator
 as the panel's Animate Storyboard button, with the managed local backend, and
 saves OUT.blend. Rerunning on OUT.blend resumes: finished shots are skipped.
 Model: FLIPSKETCH_MODEL, else the model saved in the file's add-on preferences.
+Backend: this interpreter, or --backend-python (one with the backend installed).
 """
 
 import argparse
@@ -29,11 +30,12 @@ def main() -> int:
     parser.add_argument("blend_in")
     parser.add_argument("blend_out")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--backend-python", default=sys.executable, help="interpreter with the backend installed")
     args = parser.parse_args()
     install_extension(Path(args.extension))
     bpy.ops.wm.open_mainfile(filepath=str(Path(args.blend_in).resolve()))
     prefs = bpy.context.preferences.addons["bl_ext.user_default.flipsketch"].preferences
-    prefs.backend_python = sys.executable  # this environment has the backend installed
+    prefs.backend_python = args.backend_python
     if os.environ.get("FLIPSKETCH_MODEL"):
         prefs.model, prefs.model_subfolder = os.environ["FLIPSKETCH_MODEL"], ""
     prefs.output_dir = str(Path(args.blend_out).resolve().parent / "flipsketch")

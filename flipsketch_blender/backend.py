@@ -26,6 +26,10 @@ from .importer import prepare_results
 ADDON_DIR = Path(__file__).resolve().parent
 API_VERSION = 1
 START_TIMEOUT_S = 180
+OFFLINE_ADVICE = (
+    "Blender's online access is off, so FlipSketch downloads nothing: "
+    "turn on Allow Online Access in Preferences › System › Network."
+)
 
 messages: "queue.Queue[tuple[str, str, dict]]" = queue.Queue()
 _active: dict[str, dict] = {}  # key -> {"cancel": Event, "client": Client, "job_id": str}
@@ -46,7 +50,10 @@ def _client_module():
     nothing is added to Blender's sys.path."""
     name = "flipsketch_blender_client"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, backend_source() / "flipsketch" / "client.py")
+        path = backend_source() / "flipsketch" / "client.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise FileNotFoundError(f"The FlipSketch backend client {path} cannot be loaded.")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -69,6 +76,22 @@ class Settings:
     model: str
     subfolder: str
     device: str
+    online: bool  # Blender's "Allow Online Access" (bpy.app.online_access)
+
+
+def server_environment(online: bool) -> dict[str, str]:
+    """The managed server's environment: with Blender's online access off the
+    Hugging Face client is offline (HF_HUB_OFFLINE), so a model loads only
+    from a folder or the local cache and nothing is downloaded."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1"} if not online else dict(os.environ)
+
+
+def offline_failure(message: str, online: bool) -> str:
+    """A failed job's message, with how to allow downloads when the failure is
+    a model the (offline) backend could not download."""
+    if online or "could not be downloaded" not in message:
+        return message
+    return f"{message} {OFFLINE_ADVICE} Or set the model to a downloaded model folder."
 
 
 def connect(settings: Settings):
@@ -98,7 +121,9 @@ def _managed_client(settings: Settings, client_module):
             info = json.loads(ready.read_text(encoding="utf-8"))
             client = client_module.Client(info["url"], info["token"], timeout=5, retries=0)
             ours = _server.get("process")
-            if ours is None or ours.poll() is None:
+            if ours is not None and _server.get("online") != settings.online:
+                stop_managed_server()  # started before online access changed: restart with the new setting
+            elif ours is None or ours.poll() is None:
                 try:
                     client.health()
                     return client_module.Client(info["url"], info["token"])
@@ -113,8 +138,9 @@ def _managed_client(settings: Settings, client_module):
         if settings.model:
             command += ["--model", settings.model] + (["--subfolder", settings.subfolder] if settings.subfolder else [])
         log = open(state / "server.log", "ab")  # noqa: SIM115  (kept open for the server's lifetime)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        _server.update(process=process, ready=ready, log=log)
+        env = server_environment(settings.online)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _server.update(process=process, ready=ready, log=log, online=settings.online)
         deadline = time.time() + START_TIMEOUT_S
         while not ready.is_file():
             if process.poll() is not None:
@@ -181,7 +207,7 @@ def _run_job(key: str, settings: Settings, task: Task) -> None:
                 text = " ".join(filter(None, [error.get("message"), error.get("hint")]))
                 if not text and event["state"] == "cancelled":
                     text = task.cancelled
-                post("state", state=event["state"], message=text)
+                post("state", state=event["state"], message=offline_failure(text, settings.online))
                 return
         post("done", **task.finish(client, job_id, post))
     except BackendError as exc:

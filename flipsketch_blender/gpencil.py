@@ -16,7 +16,16 @@ DEFAULT_RADIUS = 0.01  # what Blender uses when a drawing has no radius attribut
 def gp_collection():
     """`grease_pencils_v3` in 4.5, `grease_pencils` in 5.0 (tested by name:
     an empty collection is falsy, so `or` would pick the legacy one)."""
-    return bpy.data.grease_pencils_v3 if hasattr(bpy.data, "grease_pencils_v3") else bpy.data.grease_pencils
+    if hasattr(bpy.data, "grease_pencils_v3"):
+        return bpy.data.grease_pencils_v3  # pyright: ignore[reportAttributeAccessIssue]  4.5's name; the stubs are 5.x
+    return bpy.data.grease_pencils
+
+
+def gp_data(ob: bpy.types.Object | None) -> bpy.types.GreasePencil:
+    """The Grease Pencil data of `ob`; TypeError when `ob` is None or not a Grease Pencil object."""
+    if ob is None or ob.type != "GREASEPENCIL":
+        raise TypeError(f"{ob.name if ob else 'No object'} is not a Grease Pencil object.")
+    return ob.data  # pyright: ignore[reportReturnType]  ob.type decides what data is
 
 
 @dataclass

@@ -58,7 +58,7 @@ def add_image_sequence(
     image.filepath = blend_relative(image.filepath)
     empty = bpy.data.objects.new(name, None)
     empty.empty_display_type = "IMAGE"
-    empty.data = image
+    empty.data = image  # pyright: ignore[reportAttributeAccessIssue]  an image empty's data is its image
     centre, side = _square_basis(placement)
     empty.empty_display_size = side
     empty.location = centre.tolist()
@@ -67,7 +67,7 @@ def add_image_sequence(
     else:  # face the view the drawing was exported from
         empty.rotation_euler = Vector([-c for c in placement.normal]).to_track_quat("Z", "Y").to_euler()
     empty.use_empty_image_alpha = True
-    empty.color[3] = 0.8
+    empty.color[3] = 0.8  # pyright: ignore[reportIndexIssue]  the stubs' bpy_prop_array lacks item access
     user = empty.image_user
     user.frame_start, user.frame_duration, user.frame_offset = start, count, 0
     user.use_auto_refresh, user.use_cyclic = True, False

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import bpy
 
-from . import backend, runtime
+from . import backend, runtime, versions
 from .export import ExportError, Placement, export_drawing
+from .preferences import ADDON
 from .projection import camera_frame, view_frame
 from .runtime import JobKind, JobSpec, JobState
 
@@ -303,7 +304,8 @@ class FLIPSKETCH_OT_diagnostics(bpy.types.Operator):
     def execute(self, context):
         settings = runtime.backend_settings(context)
         report = [
-            f"Blender {bpy.app.version_string}, add-on {__package__}",
+            f"Blender {bpy.app.version_string} ({versions.support(bpy.app.version)}), add-on {ADDON}",
+            f"FlipSketch is {versions.summary()}",
             f"backend: {settings.mode} {settings.url if settings.mode == 'REMOTE' else settings.python}",
             f"model: {settings.model} {settings.subfolder}, device: {settings.device}",
         ]

@@ -1,6 +1,7 @@
 """The "FlipSketch" tab in the 3D viewport's sidebar."""
 
 from pathlib import Path
+from typing import Literal
 
 import bpy
 
@@ -105,7 +106,7 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
             box = layout.box()
             for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose"):
                 box.prop(settings, name)
-        draw_loras(layout, context)
+        draw_loras(layout, context)  # pyright: ignore[reportArgumentType]  Panel.layout is set during draw()
         row = layout.row(align=True)
         row.operator("flipsketch.animate", icon="PLAY")
         row.operator("flipsketch.extend", icon="FORWARD")

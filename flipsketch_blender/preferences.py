@@ -11,18 +11,19 @@ import bpy
 
 from . import backend
 
+ADDON = __name__.rpartition(".")[0]  # the add-on's module, e.g. bl_ext.user_default.flipsketch
 PUBLISHED_MODEL = "Hmrishav/t2v_sketch-lora"
 LICENCE_NOTE = "The published model is licensed CC-BY-NC-4.0: non-commercial use only."
 install_status = {"text": "", "running": False}
 
 
 def addon_preferences(context) -> "FLIPSKETCH_AP_preferences":
-    return context.preferences.addons[__package__].preferences
+    return context.preferences.addons[ADDON].preferences
 
 
 def default_backend_dir() -> Path:
     try:  # the extension's own user folder (Blender 4.2+ extensions)
-        return Path(bpy.utils.extension_path_user(__package__, path="backend", create=True))
+        return Path(bpy.utils.extension_path_user(ADDON, path="backend", create=True))
     except (ValueError, AttributeError):  # loaded as a legacy add-on (development)
         return Path(bpy.utils.user_resource("DATAFILES", path="flipsketch/backend", create=True))
 
@@ -36,6 +37,9 @@ class FLIPSKETCH_OT_install_backend(bpy.types.Operator):
     def execute(self, context):
         if install_status["running"]:
             self.report({"WARNING"}, "The backend is being installed already.")
+            return {"CANCELLED"}
+        if not bpy.app.online_access:  # the install downloads Python packages
+            self.report({"ERROR"}, f"Nothing was installed. {backend.OFFLINE_ADVICE}")
             return {"CANCELLED"}
         target = Path(addon_preferences(context).backend_dir())
         script = backend.backend_source() / "flipsketch_setup.py"
@@ -123,7 +127,7 @@ class FLIPSKETCH_OT_lora_remove(bpy.types.Operator):
 
 
 class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
+    bl_idname = ADDON
 
     backend_mode: bpy.props.EnumProperty(
         name="Backend",

@@ -206,11 +206,16 @@ _classes = (FLIPSKETCH_PG_variant, FLIPSKETCH_PG_job, FLIPSKETCH_PG_shot, FLIPSK
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_classes)
 
 
+def scene_settings(scene: bpy.types.Scene) -> FLIPSKETCH_PG_settings:
+    """The add-on's settings, jobs and shots of `scene` (`Scene.flipsketch`)."""
+    return scene.flipsketch  # pyright: ignore[reportAttributeAccessIssue]  added by register(): no stub knows it
+
+
 def register() -> None:
     _register_classes()
-    bpy.types.Scene.flipsketch = PointerProperty(type=FLIPSKETCH_PG_settings)
+    bpy.types.Scene.flipsketch = PointerProperty(type=FLIPSKETCH_PG_settings)  # pyright: ignore[reportAttributeAccessIssue]  Blender's way to add it
 
 
 def unregister() -> None:
-    del bpy.types.Scene.flipsketch
+    del bpy.types.Scene.flipsketch  # pyright: ignore[reportAttributeAccessIssue]  added by register()
     _unregister_classes()

@@ -121,6 +121,7 @@ def backend_settings(context) -> backend.Settings:
         model=prefs.model,
         subfolder=prefs.model_subfolder,
         device=prefs.device,
+        online=bpy.app.online_access,
     )
 
 

@@ -134,10 +134,11 @@ def interrupted_on_load(_file) -> None:
     """Jobs that were running when the file was saved cannot be followed after
     a restart: mark them, and put their shots back to do."""
     for scene in bpy.data.scenes:
-        for job in scene.flipsketch.jobs:
+        settings = scene_settings(scene)
+        for job in settings.jobs:
             if job.state in ACTIVE_STATES:
                 job.state, job.message = "failed", "Interrupted: Blender was closed while it ran."
-        for shot in scene.flipsketch.shots:
+        for shot in settings.shots:
             if shot.state == "queued":
                 shot.state = "todo"
 

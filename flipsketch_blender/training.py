@@ -23,8 +23,10 @@ import bpy
 
 from . import runtime
 from .export import ExportError, export_drawing
+from .gpencil import gp_data
 from .preferences import addon_preferences
 from .projection import camera_frame
+from .properties import scene_settings
 
 CAPTION_FILE = "caption.txt"
 
@@ -101,7 +103,7 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         ob = context.active_object
-        if ob is None or ob.type != "GREASEPENCIL" or ob.data.layers.active is None:
+        if ob is None or ob.type != "GREASEPENCIL" or gp_data(ob).layers.active is None:
             cls.poll_message_set("Select a Grease Pencil object and make its animated layer active")
             return False
         if context.scene.camera is None:
@@ -161,7 +163,7 @@ class FLIPSKETCH_OT_export_training_clip(bpy.types.Operator):
         ob = context.active_object
         frames = range(self.frame_start, self.frame_end + 1, self.step)
         try:
-            drawings = export_frames(context, ob, ob.data.layers.active, frames)
+            drawings = export_frames(context, ob, gp_data(ob).layers.active, frames)
         except ExportError as exc:
             self.report({"ERROR"}, f"Nothing was exported. {exc}")
             return {"CANCELLED"}

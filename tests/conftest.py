@@ -1,10 +1,17 @@
-"""Shared fixtures: the tiny random model, written once per test session.
+"""Shared fixtures: the backend's interpreter and the tiny random model.
+
+The Blender tests run in two environments (bpy 4.5 on Python 3.11, bpy 5.3 on
+3.13; see build.py) against one backend: FLIPSKETCH_TEST_BACKEND_PYTHON names
+its interpreter (default: this one) and FLIPSKETCH_TEST_MODEL a tiny model made
+once for both runs (default: one made per session with that interpreter).
 
 Blender's user resources are redirected before anything imports bpy, so tests
 never touch a developer's real Blender preferences or extensions.
 """
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,11 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flipsketch.cli import main
+def backend_python() -> Path:
+    """The interpreter with the backend and its dependencies installed."""
+    return Path(os.environ.get("FLIPSKETCH_TEST_BACKEND_PYTHON") or sys.executable)
 
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, backend_python: Path) -> Path:
+    shared = os.environ.get("FLIPSKETCH_TEST_MODEL")
+    if shared:
+        return Path(shared)
     folder = tmp_path_factory.mktemp("models") / "tiny"
-    assert main(["model", "create-tiny", str(folder)]) == 0
+    command = [backend_python, "-m", "flipsketch.cli", "model", "create-tiny", folder]
+    subprocess.run(command, check=True, capture_output=True)
     return folder
 
 

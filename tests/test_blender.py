@@ -30,14 +30,14 @@ SQUARE = {  # a plus sign, radius in square-frame units
 
 
 @pytest.fixture(scope="module")
-def addon(tmp_path_factory, tiny_model_dir: Path):
+def addon(tmp_path_factory, tiny_model_dir: Path, backend_python: Path):
     zip_path = tmp_path_factory.mktemp("zip") / "flipsketch.zip"
     subprocess.run([sys.executable, ROOT / "build.py", "zip"], check=True, capture_output=True, cwd=ROOT)
     zip_path.write_bytes((ROOT / "dist" / "flipsketch-0.1.0.zip").read_bytes())
     bpy.ops.wm.read_factory_settings(use_empty=True)
     install_extension(zip_path)
     prefs = bpy.context.preferences.addons["bl_ext.user_default.flipsketch"].preferences
-    prefs.backend_python = sys.executable
+    prefs.backend_python = str(backend_python)
     prefs.backend_path = str(tmp_path_factory.mktemp("backend"))
     prefs.model, prefs.model_subfolder = str(tiny_model_dir), ""
     prefs.output_dir = str(tmp_path_factory.mktemp("results"))
@@ -240,7 +240,9 @@ def test_collect_diagnostics_fills_a_text_block(scene, addon) -> None:
         assert time.time() < deadline, "no diagnostics"
         time.sleep(0.1)
     text = bpy.data.texts["FlipSketch diagnostics"].as_string()
-    assert "Blender 4.5" in text and "flipsketch doctor:" in text and "CPU only" in text
+    assert f"Blender {bpy.app.version_string} (tested)" in text  # CI runs these tests on every tested Blender
+    assert "FlipSketch is tested on Blender 4.5 LTS and 5.3; supported: 4.5 LTS, 5.0, 5.2 LTS, 5.3" in text
+    assert "flipsketch doctor:" in text and "CPU only" in text
 
 
 def test_extend_continues_the_layer_and_sequence_from_a_redrawn_last_key(scene) -> None:
@@ -332,7 +334,7 @@ def test_storyboard_from_markers_keeps_going_and_resumes_after_reopening(scene, 
     assert sorted(s.text for s in strips if s.type == "TEXT") == ["sh010", "sh020", "sh030", "sh040"]
 
 
-def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Path) -> None:
+def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Path, backend_python: Path) -> None:
     add_camera()
     scene.timeline_markers.new("a", frame=1)
     scene.timeline_markers.new("b", frame=12)
@@ -349,6 +351,8 @@ def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Pa
             ROOT / "dist" / "flipsketch-0.1.0.zip",
             board,
             tmp_path / "done.blend",
+            "--backend-python",
+            backend_python,
         ],
         capture_output=True,
         text=True,

@@ -1,5 +1,7 @@
 """`python build.py install-backend DIR`: the private backend venv the add-on installs."""
 
+import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +9,7 @@ from pathlib import Path
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "backend"))
-from flipsketch_setup import install_backend, install_state
+from flipsketch_setup import install_backend, install_state, unsupported_python
 
 
 def test_install_then_detect_and_repair_a_broken_install(tmp_path: Path) -> None:
@@ -32,3 +34,35 @@ def test_install_then_detect_and_repair_a_broken_install(tmp_path: Path) -> None
     install_backend(target, log=messages.append)
     assert any(m.startswith("repairing backend") for m in messages)
     assert install_state(target) == "ok" and not (target / "INSTALLING").exists()
+
+
+def test_python_versions_outside_requires_python_are_refused_by_name() -> None:
+    assert unsupported_python((3, 11)) is None and unsupported_python((3, 13)) is None
+    for version in [(3, 10), (3, 14)]:
+        refusal = unsupported_python(version)
+        assert refusal and f"this is Python {version[0]}.{version[1]}" in refusal and ">=3.11,<3.14" in refusal
+
+
+def test_a_pin_without_a_wheel_for_this_python_is_refused_at_once(tmp_path: Path) -> None:
+    """numpy 1.26.4 (the pin before it was split by Python version) has no
+    wheel for Python 3.13: the install stops at pip's resolution, names it,
+    and leaves an install that the next run repairs."""
+    spec = importlib.util.spec_from_file_location("flipsketch_build", ROOT / "build.py")
+    assert spec and spec.loader
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    backend = tmp_path / "backend"
+    shutil.copytree(ROOT / "backend", backend, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    pyproject = backend / "pyproject.toml"
+    pinned = pyproject.read_text().replace("\"numpy==1.26.4; python_version < '3.13'\"", '"numpy==1.26.4"')
+    assert '"numpy==1.26.4",' in pinned
+    pyproject.write_text(pinned)
+    target = tmp_path / "installed"
+    result = subprocess.run(
+        [build.find_python((3, 13)), backend / "flipsketch_setup.py", target], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "No prebuilt package (wheel) of numpy==1.26.4 for Python 3.13" in result.stderr
+    assert "nothing was installed" in result.stderr
+    assert not list((target / "venv").rglob("site-packages/numpy"))  # refused at resolution: nothing built
+    assert install_state(target) == "broken"  # the next run repairs it

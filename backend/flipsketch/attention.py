@@ -26,12 +26,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from flipsketch.errors import Cancelled
+
+if TYPE_CHECKING:
+    from diffusers.models.unets.unet_3d_condition import UNet3DConditionModel
 
 SPATIAL_ATTN1 = re.compile(r"(?:^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 TEMPORAL_ATTN1 = re.compile(r"(?:^|\.)(?:temp_attentions\.\d+|transformer_in)\.transformer_blocks\.\d+\.attn1$")
@@ -73,7 +76,7 @@ class CompositionControl:
     cond: slice = field(default_factory=lambda: slice(0, 0))  # samples that get composition
     num_frames: int = 1
     spatial_frames: int = 0  # N: frames 0..N-1 take the reference queries
-    logit_scale: torch.Tensor | None = None  # (F,) for C^T
+    logit_scale: torch.Tensor = field(default_factory=lambda: torch.ones(1))  # (F,) for C^T; 1 = no change
     use_spatial: bool = True
     use_temporal: bool = True
     cancel: Any = None  # object with `.is_set()`; checked in every attn1 call
@@ -153,12 +156,12 @@ class FlipSketchAttnProcessor:
 
 
 @contextmanager
-def flipsketch_attention(unet: torch.nn.Module, control: CompositionControl) -> Iterator[dict[str, str]]:
+def flipsketch_attention(unet: UNet3DConditionModel, control: CompositionControl) -> Iterator[dict[str, str]]:
     """Install FlipSketch processors on every attn1 layer (by name) for the
     duration of a run; the UNet's own processors come back even on error."""
     original = unet.attn_processors
     kinds = classify_attn1(unet)
-    processors = dict(original)
+    processors: dict[str, Any] = dict(original)  # diffusers' AttentionProcessor union lists only its own classes
     for name, kind in kinds.items():
         processors[f"{name}.processor"] = FlipSketchAttnProcessor(name, kind, control)
     unet.set_attn_processor(processors)

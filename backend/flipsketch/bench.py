@@ -115,7 +115,7 @@ class Result:
 def plain_text_to_video(model: SketchModel, params: AnimateParams) -> torch.Tensor:
     """Baseline (a): diffusers' TextToVideoSDPipeline on the same components;
     returns the decoded frames, (1, F, H, W, 3) in [0, 1]."""
-    from diffusers import TextToVideoSDPipeline
+    from diffusers import TextToVideoSDPipeline  # pyright: ignore[reportPrivateImportUsage]  a lazy re-export
 
     pipe = TextToVideoSDPipeline(
         vae=model.vae,
@@ -135,7 +135,9 @@ def plain_text_to_video(model: SketchModel, params: AnimateParams) -> torch.Tens
         guidance_scale=params.guidance,
         generator=generator,
         output_type="latent",
-    ).frames
+        return_dict=False,
+    )[0]
+    assert isinstance(latents, torch.Tensor)  # output_type="latent": the latents as they are
     return decode(model, latents)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,11 @@ from flipsketch.params import AnimateParams
 from flipsketch.ranking import Scorer, rank_variants
 
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+# What runs a storyboard's shots: takes (shot, sketch) pairs and yields
+# (shot, sketch, animation | FlipSketchError, model) as shots finish.
+Generate = Callable[[list[tuple["Shot", Any]]], Iterator[tuple["Shot", Any, Any, Any]]]
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Shot:
 
         if self.sketch is not None:
             return prepare_image(self.sketch, self.params.width, self.params.height)
+        assert self.strokes is not None  # a shot has a sketch image or strokes (read_board checks)
         return rasterize_strokes(self.strokes, self.params.width, self.params.height)
 
 
@@ -128,7 +134,7 @@ def is_done(shot: Shot, out: Path) -> bool:
 def run_board(
     shots: list[Shot],
     out: Path,
-    generate: Callable[[list[Shot]], Any],
+    generate: Generate,
     force: bool = False,
     log: Callable[[str], None] = print,
     scorer: Scorer | None = None,
@@ -175,11 +181,11 @@ def run_board(
     return ordered
 
 
-def sequential(model: Any) -> Callable[[list[Shot]], Any]:
+def sequential(model: Any) -> Generate:
     """Run shots one after another on one loaded model."""
     from flipsketch.pipeline import animate
 
-    def generate(work: list[tuple[Shot, Image.Image]]):
+    def generate(work: list[tuple[Shot, Any]]) -> Iterator[tuple[Shot, Any, Any, Any]]:
         for shot, sketch in work:
             try:
                 yield shot, sketch, animate(model, sketch, shot.params), model

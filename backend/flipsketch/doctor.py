@@ -101,8 +101,11 @@ def _model_findings() -> list[Finding]:
 
 def run_checks() -> list[Finding]:
     findings = [Finding("python", f"{platform.python_version()} ({sys.executable})")]
-    if sys.version_info[:2] != (3, 11):
-        findings[0].advice = "Blender 4.5/5.0 use Python 3.11; the backend is tested on 3.11."
+    if sys.version_info[:2] not in ((3, 11), (3, 13)):
+        findings[0].advice = (
+            "The backend runs on Python 3.11 (Blender 4.5 LTS, 5.0) and 3.13 (Blender 5.1 and later); "
+            "it is tested on 3.11."
+        )
     findings += _torch_findings()
     for package in ("diffusers", "transformers", "peft", "accelerate", "huggingface-hub"):
         version = _version(package)

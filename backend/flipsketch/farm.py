@@ -7,12 +7,13 @@ is the same. Ray is an optional extra (`pip install flipsketch[ray]`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from flipsketch.board import Shot
+from flipsketch.board import Generate, Shot
 from flipsketch.errors import FlipSketchError
 from flipsketch.models import ModelSource
 
@@ -48,7 +49,7 @@ class ShotWorker:
             return exc
 
 
-def ray_generator(address: str, source: ModelSource, device: str, dtype: str):
+def ray_generator(address: str, source: ModelSource, device: str, dtype: str) -> Generate:
     """A `generate` for board.run_board that spreads shots over Ray actors.
 
     `address`: "local" starts Ray on this machine, "auto" joins the running
@@ -58,18 +59,18 @@ def ray_generator(address: str, source: ModelSource, device: str, dtype: str):
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    per_actor = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     capacity = gpus or int(ray.cluster_resources().get("CPU", 1))
-    actor_class = ray.remote(**per_actor)(ShotWorker)
+    # Any: ray's actor handles type their methods as plain functions (no `.remote`)
+    actor_class: Any = (ray.remote(num_gpus=1) if gpus else ray.remote(num_cpus=1))(ShotWorker)
 
-    def generate(work: list[tuple[Shot, Any]]):
+    def generate(work: list[tuple[Shot, Any]]) -> Iterator[tuple[Shot, Any, Any, Any]]:
         if not work:
             return
         actors = [
             actor_class.remote(asdict(source), "cuda" if gpus else device, dtype, None if gpus else 1)
             for _ in range(min(capacity, len(work)))
         ]
-        info = ray.get(actors[0].info.remote())
+        info: dict[str, Any] = ray.get(actors[0].info.remote())
         model = SimpleNamespace(
             source=ModelSource(**info["source"]),
             folder=Path(info["folder"]),

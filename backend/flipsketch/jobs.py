@@ -298,6 +298,7 @@ class Worker(threading.Thread):
         from flipsketch.train_config import TrainConfig
 
         store, request, token = self.store, job.train, self.store.tokens[job.id]
+        assert request is not None  # a "train" job is created with its request
         config = TrainConfig(**request["config"])
         started, first_step = time.perf_counter(), None
 

@@ -110,7 +110,9 @@ def create_tiny_model(folder: str | Path, seed: int = 0, configs: dict[str, dict
     published ones to benchmark at real size."""
     import diffusers
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_3d_condition import UNet3DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)

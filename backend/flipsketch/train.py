@@ -103,7 +103,7 @@ class LoraTrainer:
             lora_cache(model).drop(ADAPTER_NAME)
         self.lora_config = LoraConfig(
             r=config.rank,
-            lora_alpha=config.alpha or config.rank,
+            lora_alpha=config.alpha or config.rank,  # pyright: ignore[reportArgumentType]  peft annotates int; a float scales alike
             target_modules=TARGET_MODULES,
             init_lora_weights="gaussian",
             base_model_name_or_path=model.source.name,
