@@ -1,7 +1,6 @@
 """The "FlipSketch" tab in the 3D viewport's sidebar."""
 
 from pathlib import Path
-from typing import Literal
 
 import bpy
 

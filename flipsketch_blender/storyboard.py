@@ -14,6 +14,7 @@ from bpy.app.handlers import persistent
 from . import backend, runtime
 from .export import ExportError, export_drawing
 from .projection import camera_frame
+from .properties import scene_settings
 from .runtime import ACTIVE_STATES, JobKind, JobSpec
 
 
@@ -117,7 +118,7 @@ def update_shot(job) -> None:
     """The shot of a job that ended follows it (a runtime.on_job_end listener)."""
     if not job.shot_name:
         return
-    scene_shots = (s for scene in bpy.data.scenes for s in scene.flipsketch.shots)
+    scene_shots = (s for scene in bpy.data.scenes for s in scene_settings(scene).shots)
     shot = next((s for s in scene_shots if s.job_key == job.key), None)
     if shot is None:
         return

@@ -285,7 +285,7 @@ class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
                 f"The training data folder {data} does not exist: export clips into it with "
                 "Export Animation for Training, or choose another folder."
             )
-        jobs = (job for scene in bpy.data.scenes for job in scene.flipsketch.jobs)
+        jobs = (job for scene in bpy.data.scenes for job in scene_settings(scene).jobs)
         if any(job.kind == runtime.JobKind.TRAIN and job.active and job.out_dir == out for job in jobs):
             return f"The LoRA {out} is being trained already: wait for that run, or cancel it."
         return ""
