@@ -71,7 +71,7 @@ def _import(job, prepared: dict) -> None:
     elif job.parent_key:
         layers = importer.import_extension(job, ob, prepared)
     else:
-        layers = importer.import_results(job, ob, bpy.data.objects.get(job.camera_name), prepared)
+        layers = importer.import_results(job, ob, prepared)
     job.layers = ",".join(layers)
     job.state, job.progress = "imported", 1.0
     bpy.ops.ed.undo_push(message=f"FlipSketch: {job.prompt[:40]}")
