@@ -123,17 +123,15 @@ def _layers_to_send(ob, evaluated, active_layer_only: bool, only_layer) -> list:
     return [layer for layer in evaluated.layers if not is_hidden(layer) and not layer.name.startswith(GENERATED_PREFIX)]
 
 
-def _gather(ob, layers: list, frame_number: int, depsgraph) -> tuple[_Gathered, int]:
-    """The visible strokes of `layers` (evaluated) and how many strokes were drawn in all."""
+def _gather(ob, layers: list, frame_number: int, depsgraph) -> _Gathered:
+    """The visible strokes of `layers` (evaluated)."""
     drawn, fill_only = _material_styles(ob)
     parts: list[tuple[np.ndarray, ...]] = []
-    total = 0
     for layer in layers:
         data = read_strokes(layer, frame_number)
         if data is None:
             continue
         counts = np.diff(data.offsets)
-        total += len(counts)
         closed = data.cyclic.copy()
         keep = counts > 0
         if len(drawn):
@@ -148,9 +146,17 @@ def _gather(ob, layers: list, frame_number: int, depsgraph) -> tuple[_Gathered, 
         parts.append((world, data.radius[points] * scale, opacity, counts[keep], closed[keep]))
     if not parts:
         empty = np.zeros(0)
-        return _Gathered(np.zeros((0, 3)), empty, empty, np.zeros(0, int), np.zeros(0, bool)), total
-    columns = [np.concatenate(column) for column in zip(*parts, strict=True)]
-    return _Gathered(*columns), total
+        return _Gathered(np.zeros((0, 3)), empty, empty, np.zeros(0, int), np.zeros(0, bool))
+    return _Gathered(*[np.concatenate(column) for column in zip(*parts, strict=True)])
+
+
+def _anything_drawn(ob, frame_number: int) -> bool:
+    """Whether any of the user's layers holds strokes at `frame_number`, shown or not."""
+    for layer in ob.data.layers:
+        frame = layer.get_frame_at(frame_number)
+        if frame is not None and len(frame.drawing.strokes) and not layer.name.startswith(GENERATED_PREFIX):
+            return True
+    return False
 
 
 def _closed_order(counts: np.ndarray, closed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +182,9 @@ def export_drawing(
     with scene_at(bpy.context.scene, frame_number):
         depsgraph = bpy.context.evaluated_depsgraph_get()
         evaluated = ob.evaluated_get(depsgraph).data
-        gathered, total = _gather(
-            ob, _layers_to_send(ob, evaluated, active_layer_only, only_layer), frame_number, depsgraph
-        )
+        gathered = _gather(ob, _layers_to_send(ob, evaluated, active_layer_only, only_layer), frame_number, depsgraph)
     if not len(gathered.counts):
-        if total:
+        if _anything_drawn(ob, frame_number):
             raise ExportError(
                 f"Everything drawn on '{ob.name}' at frame {frame_number} is hidden (layers, layer groups or "
                 "materials). Show what should be animated."

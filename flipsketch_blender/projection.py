@@ -26,11 +26,10 @@ class Frame:
 
     def to_square(self, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) world points -> (N, 2) square coordinates and (N,) clip w (depth)."""
-        clip = np.c_[world, np.ones(len(world))] @ self.matrix.T
-        ndc = clip[:, :2] / clip[:, 3:4]
+        clip = world @ self.matrix[[0, 1, 3], :3].T + self.matrix[[0, 1, 3], 3]
         fw, fh = self.extent
-        xy = np.c_[0.5 + ndc[:, 0] / 2 * fw, 0.5 - ndc[:, 1] / 2 * fh]
-        return xy, clip[:, 3]
+        xy = clip[:, :2] / clip[:, 2:3] * [fw / 2, -fh / 2] + 0.5
+        return xy, clip[:, 2]
 
     def rays(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Square coordinates -> world ray origins and unit directions."""
