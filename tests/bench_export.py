@@ -87,7 +87,7 @@ def main() -> None:
     prefs.output_dir = tempfile.mkdtemp(prefix="flipsketch-bench-out-")
     export, projection, operators = addon_module("export"), addon_module("projection"), addon_module("operators")
     print("points  stroke  (a) before ms  (b) export ms  b/a    (c) button ms  c/a")
-    for points, per_stroke in ((30_000, 100), (30_000, 20), (100_000, 100)):
+    for points, per_stroke in ((30_000, 100), (30_000, 10), (100_000, 100)):
         bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
         scene = bpy.context.scene
         scene.flipsketch.prompt = "bench"
