@@ -83,6 +83,9 @@ def test_hidden_layers_and_layer_groups_at_any_depth_are_not_sent(scene) -> None
     ob.data.layers["Lines"].hide = rough.hide = True
     with pytest.raises(addon_module("export").ExportError, match="is hidden"):
         _export(ob)
+    with pytest.raises(RuntimeError, match="is hidden"):  # the operator's error report, headless
+        bpy.ops.flipsketch.animate()
+    assert len(scene.flipsketch.jobs) == 0 and len(ob.data.layers) == 2  # no job, nothing changed
 
 
 def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_out_closed(scene) -> None:
@@ -212,7 +215,7 @@ def test_a_layer_parented_to_an_object_or_bone_is_sent_where_blender_draws_it(sc
 
 def test_another_frame_is_exported_as_evaluated_there_and_the_playhead_stays(scene) -> None:
     add_camera()
-    ob = add_drawing(SQUARE)
+    ob = add_drawing(SQUARE, frame=5)
     offset = ob.modifiers.new("Offset", "GREASE_PENCIL_OFFSET")
     offset.keyframe_insert("location", frame=1)
     offset.location = (1.5, 0.0, 0.0)
@@ -223,6 +226,9 @@ def test_another_frame_is_exported_as_evaluated_there_and_the_playhead_stays(sce
     sent = _points(_export(ob, 10)[0])
     assert scene.frame_current == 3
     _assert_same_points(sent, expected)
+    with pytest.raises(addon_module("export").ExportError, match="nothing drawn at frame 2"):
+        _export(ob, 2)
+    assert scene.frame_current == 3  # put back on failure too
 
 
 def test_imported_strokes_use_a_material_that_draws_strokes(scene) -> None:
