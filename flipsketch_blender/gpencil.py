@@ -34,21 +34,25 @@ class Strokes:
     offsets: np.ndarray  # (S + 1,) stroke starts, last = N
     radius: np.ndarray  # (N,)
     opacity: np.ndarray  # (N,)
+    cyclic: np.ndarray  # (S,) bool: closed strokes (Box and Circle tools)
+    material: np.ndarray  # (S,) material slot index
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         return np.split(values, self.offsets[1:-1])
 
 
-def _read_attribute(drawing, name: str, count: int, default: float) -> np.ndarray:
+def _read_attribute(drawing, name: str, count: int, default: float, dtype=np.float32) -> np.ndarray:
     attribute = drawing.attributes.get(name)
-    values = np.full(count, default, np.float32)
+    values = np.full(count, default, dtype)
     if attribute is not None:
         attribute.data.foreach_get("value", values)
     return values
 
 
 def read_strokes(layer, frame_number: int) -> Strokes | None:
-    """The strokes shown by `layer` at `frame_number` (the key at or before it)."""
+    """The strokes shown by `layer` at `frame_number` (the key at or before it),
+    None when nothing is drawn. `layer` may belong to evaluated data (modifiers
+    applied: read it at the depsgraph's frame)."""
     frame = layer.get_frame_at(frame_number)
     if frame is None:
         return None
@@ -60,11 +64,14 @@ def read_strokes(layer, frame_number: int) -> Strokes | None:
     drawing.attributes["position"].data.foreach_get("vector", positions)
     offsets = np.empty(len(drawing.strokes) + 1, np.int32)
     drawing.curve_offsets.foreach_get("value", offsets)
+    curves = len(offsets) - 1
     return Strokes(
         positions.reshape(-1, 3),
         offsets,
         _read_attribute(drawing, "radius", count, DEFAULT_RADIUS),
         _read_attribute(drawing, "opacity", count, 1.0),
+        _read_attribute(drawing, "cyclic", curves, False, bool),
+        _read_attribute(drawing, "material_index", curves, 0, np.int32),
     )
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from mathutils import Vector
+from mathutils import Matrix
 
 from .export import GENERATED_PREFIX, Placement
 from .gpencil import write_strokes
+
+INK_MATERIAL = "FlipSketch Ink"
 
 
 def hold_sequence(folder: Path, timing: int, sequence: Path | None = None, first_number: int = 1) -> Path:
@@ -42,16 +44,16 @@ def blend_relative(path: str) -> str:
         return path
 
 
-def _square_basis(placement: Placement) -> tuple[np.ndarray, float]:
-    """Centre of the square frame on the drawing plane, and its side in world units."""
-    frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
-    corners = frame.on_plane(np.array([[0.5, 0.5], [0.0, 0.5], [1.0, 0.5]]), point, normal)
-    return corners[0], float(np.linalg.norm(corners[2] - corners[1]))
+def _card(placement: Placement) -> np.ndarray:
+    """The square frame on the drawing's depth, facing the camera as it was
+    when the job was sent (see Frame.square_card)."""
+    return placement.frame().square_card(np.array(placement.point))
 
 
-def add_image_sequence(
-    name: str, first_file: Path, count: int, start: int, placement: Placement, camera
-) -> bpy.types.Object:
+def add_image_sequence(name: str, first_file: Path, count: int, start: int, placement: Placement) -> bpy.types.Object:
+    """An image empty playing the sequence from scene frame `start` for `count`
+    frames, covering the square frame exactly as the camera saw it at job time
+    (lens shift, orthographic, any aspect), at the drawing's depth."""
     image = bpy.data.images.load(str(first_file), check_existing=False)
     image.source = "SEQUENCE"
     image.name = name
@@ -59,13 +61,12 @@ def add_image_sequence(
     empty = bpy.data.objects.new(name, None)
     empty.empty_display_type = "IMAGE"
     empty.data = image  # pyright: ignore[reportAttributeAccessIssue]  an image empty's data is its image
-    centre, side = _square_basis(placement)
-    empty.empty_display_size = side
-    empty.location = centre.tolist()
-    if camera is not None:  # face the camera, with its roll
-        empty.rotation_euler = camera.matrix_world.to_euler()
-    else:  # face the view the drawing was exported from
-        empty.rotation_euler = Vector([-c for c in placement.normal]).to_track_quat("Z", "Y").to_euler()
+    card = _card(placement)
+    width = float(np.linalg.norm(card[:3, 0]))
+    card[:3, 0] /= width
+    card[:3, 1] /= width  # the image is drawn width x width: a y scale of height / width stretches it
+    empty.matrix_world = Matrix(card.tolist())
+    empty.empty_display_size = width
     empty.use_empty_image_alpha = True
     empty.color[3] = 0.8  # pyright: ignore[reportIndexIssue]  the stubs' bpy_prop_array lacks item access
     user = empty.image_user
@@ -76,19 +77,30 @@ def add_image_sequence(
 
 
 def _ink_material(ob) -> int:
-    if len(ob.data.materials):
+    """The slot of a material that draws strokes (visible, stroke on): the
+    first such slot, else a new 'FlipSketch Ink' material added to `ob`. An
+    object without materials draws with Blender's default stroke material:
+    slot 0, nothing added."""
+    if not ob.material_slots:
         return 0
-    material = bpy.data.materials.new("FlipSketch Ink")
-    bpy.data.materials.create_gpencil_data(material)
+    for index, slot in enumerate(ob.material_slots):
+        style = slot.material.grease_pencil if slot.material is not None else None
+        if style is not None and style.show_stroke and not style.hide:
+            return index
+    material = bpy.data.materials.get(INK_MATERIAL)
+    style = material.grease_pencil if material is not None else None
+    if style is None or not style.show_stroke or style.hide:
+        material = bpy.data.materials.new(INK_MATERIAL)
+        bpy.data.materials.create_gpencil_data(material)
     ob.data.materials.append(material)
-    return 0
+    return len(ob.material_slots) - 1
 
 
 def write_traced(ob, layer, traced: dict, first_frame: int, timing: int, placement: Placement) -> None:
     """Traced strokes -> keyframes on `layer` from `first_frame`, on the drawing's plane."""
     frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
     to_local = np.linalg.inv(np.array(ob.matrix_world @ layer.matrix_local))
-    _, side = _square_basis(placement)
+    side = float(np.linalg.norm(_card(placement)[:3, 0]))
     scale = float(np.cbrt(abs(np.linalg.det(to_local[:3, :3]))))
     material = _ink_material(ob)
     for k, drawing in enumerate(traced["frames"]):
@@ -131,7 +143,7 @@ def _record_job(job, layers: list[str], placement: Placement, prepared: dict) ->
     text.write(json.dumps({**summary, "run": prepared["record"]}, indent=2))
 
 
-def import_results(job, ob, camera, prepared: dict) -> list[str]:
+def import_results(job, ob, prepared: dict) -> list[str]:
     """Bring every variant of a finished job into the scene (main thread); returns new layer names."""
     placement = Placement(**json.loads(job.placement))
     variants = prepared["variants"]
@@ -141,7 +153,7 @@ def import_results(job, ob, camera, prepared: dict) -> list[str]:
         layer = add_traced_layer(ob, label, variant["traced"], job.frame, job.timing, placement)
         layer.hide = index > 0
         count = len(variant["traced"]["frames"]) * job.timing
-        empty = add_image_sequence(label, Path(variant["first"]), count, job.frame, placement, camera)
+        empty = add_image_sequence(label, Path(variant["first"]), count, job.frame, placement)
         empty.hide_viewport = index > 0
         if index == 0:
             job.sequence_object = empty.name

@@ -26,11 +26,10 @@ class Frame:
 
     def to_square(self, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) world points -> (N, 2) square coordinates and (N,) clip w (depth)."""
-        clip = np.c_[world, np.ones(len(world))] @ self.matrix.T
-        ndc = clip[:, :2] / clip[:, 3:4]
+        clip = world @ self.matrix[[0, 1, 3], :3].T + self.matrix[[0, 1, 3], 3]
         fw, fh = self.extent
-        xy = np.c_[0.5 + ndc[:, 0] / 2 * fw, 0.5 - ndc[:, 1] / 2 * fh]
-        return xy, clip[:, 3]
+        xy = clip[:, :2] / clip[:, 2:3] * [fw / 2, -fh / 2] + 0.5
+        return xy, clip[:, 2]
 
     def rays(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Square coordinates -> world ray origins and unit directions."""
@@ -44,8 +43,29 @@ class Frame:
         return near, direction / np.linalg.norm(direction, axis=1, keepdims=True)
 
     def view_direction(self) -> np.ndarray:
+        """The world direction of the ray through the square's centre."""
         _, direction = self.rays(np.array([[0.5, 0.5]]))
         return direction[0]
+
+    def image_plane_normal(self) -> np.ndarray:
+        """Unit world normal of the planes parallel to the image, pointing away
+        from the viewer: the planes of equal clip depth. Unlike the centre ray
+        (`view_direction`), it stays the camera's axis under lens shift."""
+        normal = self.matrix[2, :3]
+        return normal / np.linalg.norm(normal)
+
+    def square_card(self, point: np.ndarray) -> np.ndarray:
+        """(4, 4) world matrix of the square frame on the image-parallel plane
+        through `point`: columns x and y span the square's full width and
+        height (x right, y up), z is the unit normal towards the viewer, and
+        the translation is the square's centre."""
+        normal = self.image_plane_normal()
+        centre, left, right, top, bottom = self.on_plane(
+            np.array([[0.5, 0.5], [0.0, 0.5], [1.0, 0.5], [0.5, 0.0], [0.5, 1.0]]), point, normal
+        )
+        card = np.eye(4)
+        card[:3, 0], card[:3, 1], card[:3, 2], card[:3, 3] = right - left, top - bottom, -normal, centre
+        return card
 
     def on_plane(self, xy: np.ndarray, point: np.ndarray, normal: np.ndarray) -> np.ndarray:
         """Square coordinates -> world points on the plane (point, normal)."""

@@ -257,7 +257,7 @@ def _record_variants(job, layers: list[str], seeds: list[int]) -> None:
 def _finish_animate(job, data: dict) -> None:
     prepared = data["prepared"]
     ob = _target_object(job)
-    layers = importer.import_results(job, ob, bpy.data.objects.get(job.camera_name), prepared)
+    layers = importer.import_results(job, ob, prepared)
     _record_variants(job, layers, [variant["seed"] for variant in prepared["variants"]])
 
 

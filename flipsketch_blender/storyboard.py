@@ -12,7 +12,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import backend, runtime
-from .export import ExportError, export_drawing
+from .export import ExportError, export_drawing, scene_at
 from .projection import camera_frame
 from .properties import scene_settings
 from .runtime import ACTIVE_STATES, JobKind, JobSpec
@@ -71,40 +71,56 @@ class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.flipsketch
-        queued = failed = 0
+        queued = failed = fitted = 0
         for shot in settings.shots:
             if shot.state == "queued" or (shot.state == "done" and not self.force):
                 continue
+            shot.message = ""
             reason = self.queue_shot(context, shot)
-            shot.state, shot.message = ("failed", reason) if reason else ("queued", "")
+            shot.state, shot.message = ("failed", reason) if reason else ("queued", shot.message)
             failed += bool(reason)
             queued += not reason
-        self.report({"WARNING" if failed else "INFO"}, f"{queued} shot(s) queued, {failed} could not start.")
+            fitted += bool(not reason and shot.message)
+        note = f", {fitted} shortened to fit their range" if fitted else ""
+        self.report(
+            {"WARNING" if failed or fitted else "INFO"}, f"{queued} shot(s) queued{note}, {failed} could not start."
+        )
         return {"FINISHED"}
 
     def queue_shot(self, context, shot) -> str:
-        """Start one shot's job; the reason it cannot start, or ''."""
+        """Start one shot's job; the reason it cannot start, or ''. A clip
+        longer than the shot is shortened to fit (noted in shot.message)."""
         scene, settings = context.scene, context.scene.flipsketch
         ob = bpy.data.objects.get(shot.object_name)
         if ob is None or ob.type != "GREASEPENCIL":
             return f"Shot {shot.name}: choose its Grease Pencil drawing."
         if not shot.prompt.strip():
             return f"Shot {shot.name}: type a prompt."
-        scene.frame_set(shot.frame_start)  # also switches marker-bound cameras
-        try:
-            frame = camera_frame(scene, context.evaluated_depsgraph_get())
-            strokes, placement = export_drawing(ob, shot.frame_start, frame)
-        except ExportError as exc:
-            return f"Shot {shot.name}: {exc}"
+        params, timing = settings.shot_params(shot), int(settings.timing)
+        frames, reason = fit_to_shot(shot, params["frames"], timing)
+        if reason:
+            return reason
+        if frames != params["frames"]:
+            shot.message = (
+                f"{params['frames']} drawings on {timing}s do not fit in {shot_length(shot)} frames: {frames} are made."
+            )
+            params["frames"] = frames
+        with scene_at(scene, shot.frame_start):  # also switches marker-bound cameras; the playhead comes back
+            try:
+                frame = camera_frame(scene, context.evaluated_depsgraph_get())
+                strokes, placement = export_drawing(ob, shot.frame_start, frame)
+            except ExportError as exc:
+                return f"Shot {shot.name}: {exc}"
+            camera_name = scene.camera.name
         spec = JobSpec(
             kind=JobKind.ANIMATE,
             object_name=ob.name,
             frame=shot.frame_start,
-            timing=int(settings.timing),
-            params=settings.shot_params(shot),
+            timing=timing,
+            params=params,
             sketch={"strokes": strokes},
             placement=placement,
-            camera_name=scene.camera.name,
+            camera_name=camera_name,
             shot_name=shot.name,
         )
         key = runtime.queue_job(self, context, spec)
@@ -112,6 +128,51 @@ class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
             return f"Shot {shot.name}: the output folder is not writable."
         shot.job_key = key
         return ""
+
+
+MIN_DRAWINGS = 2  # the fewest drawings a job makes
+
+
+def shot_length(shot) -> int:
+    """Frames in the shot's range, both ends included."""
+    return shot.frame_end - shot.frame_start + 1
+
+
+def fit_to_shot(shot, frames: int, timing: int) -> tuple[int, str]:
+    """How many drawings held `timing` frames each fit in the shot: `frames`
+    or fewer; (0, reason) when not even MIN_DRAWINGS fit."""
+    fitting = shot_length(shot) // timing
+    if fitting < MIN_DRAWINGS:
+        return 0, (
+            f"Shot {shot.name} is {shot_length(shot)} frame(s) long: {MIN_DRAWINGS} drawings on {timing}s do not fit. "
+            "Lengthen the shot (move the next marker) or use a shorter Timing."
+        )
+    return min(frames, fitting), ""
+
+
+def end_clip(job, shot) -> str:
+    """Make the shot's clip stop at the shot's end: an empty keyframe right
+    after it on the job's layers, and its image card shown only inside the
+    shot (keyed visibility). A note when the clip runs past the end, else ''."""
+    ob = bpy.data.objects.get(job.object_name)
+    end = shot.frame_end + 1
+    if ob is not None:
+        for name in job.layer_names():
+            layer = ob.data.layers.get(name)
+            if layer is None:
+                continue
+            if any(frame.frame_number >= end for frame in layer.frames):
+                return f"The clip on '{name}' runs past the shot's end (frame {shot.frame_end}): shorten it by hand."
+            layer.frames.new(end)  # an empty drawing: nothing of this clip shows after the shot
+    empty = bpy.data.objects.get(job.sequence_object)
+    if empty is not None:
+        shown = not empty.hide_viewport
+        for frame, hidden in ((shot.frame_start - 1, True), (shot.frame_start, not shown), (end, True)):
+            empty.hide_viewport = empty.hide_render = hidden
+            empty.keyframe_insert("hide_viewport", frame=frame)
+            empty.keyframe_insert("hide_render", frame=frame)
+        empty.hide_viewport = empty.hide_render = not shown
+    return ""
 
 
 def update_shot(job) -> None:
@@ -123,7 +184,7 @@ def update_shot(job) -> None:
     if shot is None:
         return
     if job.state == "imported":
-        shot.state, shot.message = "done", ""
+        shot.state, shot.message = "done", end_clip(job, shot) or shot.message
     elif job.state == "cancelled":  # not done: the next Animate Storyboard runs it
         shot.state, shot.message = "todo", "Cancelled."
     elif job.state == "failed":
@@ -175,14 +236,19 @@ class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
             files = sorted((Path(job.out_dir) / "sequence").glob("seq_*.png")) if job else []
             if not files:
                 continue
-            strip = strips.new_image(f"{shot.name}", str(files[0]), 1, shot.frame_start)
+            start, length = shot.frame_start, shot_length(shot)
+            channel = free_channels(strips, start, start + length)
+            # FILL: the square image covers the render frame, cropped as the camera's frame was letterboxed in it
+            strip = strips.new_image(f"{shot.name}", str(files[0]), channel, start, fit_method="FILL")
             for file in files[1:]:
                 strip.elements.append(file.name)
-            end = shot.frame_start + len(files)
+            strip.frame_final_duration = length  # the last drawing holds to the shot's end, never past it
             try:
-                caption = strips.new_effect(f"{shot.name} caption", "TEXT", 2, shot.frame_start, frame_end=end)
+                caption = strips.new_effect(
+                    f"{shot.name} caption", "TEXT", channel + 1, start, frame_end=start + length
+                )
             except TypeError:  # Blender 5.0 takes a length
-                caption = strips.new_effect(f"{shot.name} caption", "TEXT", 2, shot.frame_start, length=len(files))
+                caption = strips.new_effect(f"{shot.name} caption", "TEXT", channel + 1, start, length=length)
             caption.text, caption.font_size, caption.location = shot.name, 40, (0.05, 0.92)
             added += 1
         if not added:
@@ -190,6 +256,16 @@ class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"{added} shot(s) added to the Sequencer; render the animation to get the animatic.")
         return {"FINISHED"}
+
+
+def free_channels(strips, start: int, end: int) -> int:
+    """The lowest channel c such that channels c and c + 1 hold no strip
+    overlapping frames [start, end)."""
+    used = {strip.channel for strip in strips if strip.frame_final_start < end and strip.frame_final_end > start}
+    channel = 1
+    while channel in used or channel + 1 in used:
+        channel += 1
+    return channel
 
 
 class FLIPSKETCH_UL_shots(bpy.types.UIList):

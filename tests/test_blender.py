@@ -326,11 +326,11 @@ def test_storyboard_from_markers_keeps_going_and_resumes_after_reopening(scene, 
     strips = scene.sequence_editor.strips
     images = sorted((s for s in strips if s.type == "IMAGE"), key=lambda s: s.frame_final_start)
     assert [(s.name, s.frame_final_start, s.frame_final_duration) for s in images] == [
-        ("sh010", 1, 8),
-        ("sh020", 10, 8),
-        ("sh030", 20, 8),
-        ("sh040", 30, 8),
-    ]  # 4 drawings on twos each, at the shot's first frame
+        ("sh010", 1, 9),
+        ("sh020", 10, 10),
+        ("sh030", 20, 10),
+        ("sh040", 30, 16),
+    ]  # 4 drawings on twos each from the shot's first frame, the last one held to the shot's end
     assert sorted(s.text for s in strips if s.type == "TEXT") == ["sh010", "sh020", "sh030", "sh040"]
 
 

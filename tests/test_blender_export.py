@@ -1,0 +1,288 @@
+"""Export = what the camera shows, and import lands where the job saw it, in
+the real bpy module: hidden layer groups and materials, closed strokes,
+Grease Pencil modifiers, layer parents (object and bone), layer adjustments,
+the ink material of imported strokes and the image card under lens shift."""
+
+# ruff: noqa: F811  (the fixtures `addon` and `scene` are test_blender's, imported)
+
+import sys
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+from mathutils import Vector
+from PIL import Image
+
+from .conftest import ROOT
+from .test_blender import SQUARE, _reference_square, addon, scene  # noqa: F401
+
+sys.path.insert(0, str(ROOT / "examples"))
+from scene import add_camera, add_drawing, addon_module
+
+BOX = {"strokes": [{"points": [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]], "radius": [0.01] * 4}]}
+PX = 256  # tolerances in pixels of the 256 px square
+
+
+def _export(ob, frame_number: int | None = None) -> tuple[list[dict], object]:
+    scene = bpy.context.scene
+    frame = addon_module("projection").camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    strokes, placement = addon_module("export").export_drawing(ob, frame_number or scene.frame_current, frame)
+    return strokes["strokes"], placement
+
+
+def _points(strokes: list[dict]) -> np.ndarray:
+    return np.concatenate([np.asarray(s["points"]) for s in strokes])
+
+
+def _layer(ob, name: str, drawing: dict):
+    """A layer drawn like the 'Lines' layer: on the drawing's plane, through the camera."""
+    return addon_module("importer").add_traced_layer(ob, name, {"frames": [drawing]}, 1, 1, _export(ob)[1])
+
+
+def _set_curve_attribute(layer, name: str, kind: str, values: np.ndarray) -> None:
+    drawing = layer.get_frame_at(1).drawing
+    attribute = drawing.attributes.get(name) or drawing.attributes.new(name, kind, "CURVE")
+    attribute.data.foreach_set("value", values)
+
+
+def _shown_world(ob) -> np.ndarray:
+    """What Blender shows of `ob`, independently of the add-on: Blender's own
+    conversion of it to a mesh (modifiers, layer parents applied), in world space."""
+    for other in bpy.context.view_layer.objects:
+        other.select_set(other == ob)
+    bpy.context.view_layer.objects.active = ob
+    assert bpy.ops.object.convert(target="MESH", keep_original=True) == {"FINISHED"}
+    mesh = bpy.context.active_object
+    assert mesh != ob
+    local = np.array([v.co for v in mesh.data.vertices])
+    world = local @ np.array(mesh.matrix_world)[:3, :3].T + np.array(mesh.matrix_world)[:3, 3]
+    bpy.data.objects.remove(mesh)
+    bpy.context.view_layer.objects.active = ob
+    return world
+
+
+def _assert_same_points(sent: np.ndarray, expected: np.ndarray, tolerance_px: float = 0.01) -> None:
+    distances = np.linalg.norm(sent[:, None] - expected[None], axis=2)
+    assert distances.min(axis=1).max() * PX < tolerance_px  # every sent point is shown
+    assert distances.min(axis=0).max() * PX < tolerance_px  # every shown point is sent
+
+
+def test_hidden_layers_and_layer_groups_at_any_depth_are_not_sent(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    rough = _layer(ob, "Rough", BOX)
+    outer = ob.data.layer_groups.new("Outer")
+    inner = ob.data.layer_groups.new("Inner", parent_group=outer)
+    ob.data.layers.move_to_layer_group(rough, inner)
+    assert len(_export(ob)[0]) == 3
+    for hidden in (outer, inner, rough):
+        hidden.hide = True
+        assert len(_export(ob)[0]) == 2, hidden.name
+        hidden.hide = False
+    ob.data.layers["Lines"].hide = rough.hide = True
+    with pytest.raises(addon_module("export").ExportError, match="is hidden"):
+        _export(ob)
+    with pytest.raises(RuntimeError, match="is hidden"):  # the operator's error report, headless
+        bpy.ops.flipsketch.animate()
+    assert len(scene.flipsketch.jobs) == 0 and len(ob.data.layers) == 2  # no job, nothing changed
+
+
+def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_out_closed(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    line = {"points": [[0.2, 0.8], [0.8, 0.8]], "radius": [0.01, 0.01]}
+    layer = _layer(ob, "Shapes", {"strokes": [*SQUARE["strokes"], line, BOX["strokes"][0]]})
+    ob.data.layers["Lines"].hide = True
+    for name, show_stroke, show_fill, hide in (
+        ("Ink", True, False, False),
+        ("Guides", True, False, True),
+        ("Nothing", False, False, False),
+        ("Fill", False, True, False),
+    ):
+        material = bpy.data.materials.new(name)
+        bpy.data.materials.create_gpencil_data(material)
+        style = material.grease_pencil
+        style.show_stroke, style.show_fill, style.hide = show_stroke, show_fill, hide
+        ob.data.materials.append(material)
+    _set_curve_attribute(layer, "material_index", "INT", np.array([0, 1, 2, 3], np.int32))
+    sent = _export(ob)[0]
+    assert len(sent) == 2  # the ink stroke and the filled box
+    assert np.allclose(sent[0]["points"], SQUARE["strokes"][0]["points"], atol=1e-4)
+    box = np.asarray(sent[1]["points"])
+    assert len(box) == 5 and np.array_equal(box[0], box[-1])  # a filled region shows its closed outline
+    assert np.allclose(box[:4], BOX["strokes"][0]["points"], atol=1e-4)
+
+
+def test_cyclic_strokes_go_out_closed(scene) -> None:
+    add_camera()
+    ob = add_drawing(BOX)
+    _set_curve_attribute(ob.data.layers["Lines"], "cyclic", "BOOLEAN", np.array([True]))
+    (box,) = _export(ob)[0]
+    assert np.allclose(box["points"], [*BOX["strokes"][0]["points"], BOX["strokes"][0]["points"][0]], atol=1e-4)
+    assert len(box["radius"]) == 5
+
+
+def _lattice(ob) -> None:
+    lattice = bpy.data.objects.new("Lattice", bpy.data.lattices.new("Lattice"))
+    bpy.context.scene.collection.objects.link(lattice)
+    lattice.scale = (3.0, 3.0, 3.0)
+    for point in lattice.data.points:  # stretch the right half
+        if point.co[0] > 0:
+            point.co_deform.x += 0.5
+    ob.modifiers.new("Lattice", "GREASE_PENCIL_LATTICE").object = lattice
+
+
+MODIFIERS = {
+    "mirror": lambda ob: ob.modifiers.new("Mirror", "GREASE_PENCIL_MIRROR"),
+    "offset": lambda ob: setattr(ob.modifiers.new("Offset", "GREASE_PENCIL_OFFSET"), "location", (2.0, 0.0, 0.5)),
+    "subdivide": lambda ob: setattr(ob.modifiers.new("Subdivide", "GREASE_PENCIL_SUBDIV"), "level", 2),
+    "array": lambda ob: setattr(ob.modifiers.new("Array", "GREASE_PENCIL_ARRAY"), "count", 3),
+    "simplify": lambda ob: setattr(ob.modifiers.new("Simplify", "GREASE_PENCIL_SIMPLIFY"), "mode", "SAMPLE"),
+    "noise": lambda ob: setattr(ob.modifiers.new("Noise", "GREASE_PENCIL_NOISE"), "factor", 2.0),
+    "smooth": lambda ob: setattr(ob.modifiers.new("Smooth", "GREASE_PENCIL_SMOOTH"), "factor", 1.0),
+    "lattice": _lattice,
+}
+
+
+@pytest.mark.parametrize("modifier", MODIFIERS)
+def test_grease_pencil_modifiers_are_applied(scene, modifier: str) -> None:
+    add_camera()
+    aside = {"points": [[0.15, 0.2], [0.3, 0.25], [0.35, 0.4]], "radius": [0.01] * 3}  # not symmetric
+    ob = add_drawing({"strokes": [*SQUARE["strokes"], aside, BOX["strokes"][0]]})
+    plain = _points(_export(ob)[0])
+    MODIFIERS[modifier](ob)
+    bpy.context.view_layer.update()
+    sent = _points(_export(ob)[0])
+    _assert_same_points(sent, _reference_square(_shown_world(ob), scene))
+    assert sent.shape != plain.shape or np.abs(sent - plain).max() * PX > 1  # the modifier changed what is sent
+
+
+def test_thickness_modifier_layer_radius_offset_and_opacity_reach_the_strokes(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    layer = ob.data.layers["Lines"]
+    (before, _), _ = _export(ob)
+    assert before["radius"][0] == pytest.approx(0.01, rel=1e-3) and before["opacity"] == 1.0
+    thickness = ob.modifiers.new("Thickness", "GREASE_PENCIL_THICKNESS")
+    thickness.thickness_factor = 3.0
+    bpy.context.view_layer.update()
+    assert _export(ob)[0][0]["radius"][0] == pytest.approx(0.03, rel=1e-3)
+    ob.modifiers.remove(thickness)
+    # 0.01 of the square: it is 7.2 units wide at the drawing (50 mm lens, 36 mm sensor, 10 units away)
+    layer.radius_offset, layer.opacity = 0.072, 0.1
+    bpy.context.view_layer.update()
+    (after, _), _ = _export(ob)
+    assert after["radius"][0] == pytest.approx(0.02, rel=1e-3)
+    assert after["opacity"] == pytest.approx(0.1)
+
+
+def _armature(bone_name: str = "Bone"):
+    armature = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    bpy.context.scene.collection.objects.link(armature)
+    bpy.context.view_layer.objects.active = armature
+    bpy.ops.object.mode_set(mode="EDIT")
+    bone = armature.data.edit_bones.new(bone_name)
+    bone.head, bone.tail = (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    armature.location = (0.5, 1.0, -0.3)
+    pose = armature.pose.bones[bone_name]
+    pose.location, pose.rotation_mode, pose.rotation_euler = (0.2, 0.1, 0.4), "XYZ", (0.0, 0.3, 0.2)
+    return armature
+
+
+@pytest.mark.parametrize("parent", ["object", "bone"])
+def test_a_layer_parented_to_an_object_or_bone_is_sent_where_blender_draws_it(scene, parent: str) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    ob.location = (0.4, 0.0, 0.2)  # a parented layer ignores its object's transform: Blender's reference says so
+    layer = ob.data.layers["Lines"]
+    if parent == "object":
+        target = bpy.data.objects.new("Target", None)
+        bpy.context.scene.collection.objects.link(target)
+        target.location, target.rotation_euler = (0.9, 0.5, -0.6), (0.0, 0.25, 0.0)
+        layer.parent = target
+    else:
+        layer.parent = _armature()
+        layer.parent_bone = "Bone"
+    bpy.context.view_layer.objects.active = ob
+    bpy.context.view_layer.update()
+    sent = _points(_export(ob)[0])
+    expected = _reference_square(_shown_world(ob), scene)
+    _assert_same_points(sent, expected)
+    assert np.abs(sent - _points(SQUARE["strokes"])).max() * PX > 5  # the parent moved it
+
+
+def test_another_frame_is_exported_as_evaluated_there_and_the_playhead_stays(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE, frame=5)
+    offset = ob.modifiers.new("Offset", "GREASE_PENCIL_OFFSET")
+    offset.keyframe_insert("location", frame=1)
+    offset.location = (1.5, 0.0, 0.0)
+    offset.keyframe_insert("location", frame=10)
+    scene.frame_set(10)
+    expected = _reference_square(_shown_world(ob), scene)
+    scene.frame_set(3)
+    sent = _points(_export(ob, 10)[0])
+    assert scene.frame_current == 3
+    _assert_same_points(sent, expected)
+    with pytest.raises(addon_module("export").ExportError, match="nothing drawn at frame 2"):
+        _export(ob, 2)
+    assert scene.frame_current == 3  # put back on failure too
+
+
+def test_imported_strokes_use_a_material_that_draws_strokes(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    assert len(ob.material_slots) == 0  # no materials: Blender's default draws the strokes, nothing is added
+    placement, importer = _export(ob)[1], addon_module("importer")
+
+    def material_of_new_strokes() -> str:
+        layer = importer.add_traced_layer(ob, "Generated", {"frames": [SQUARE]}, 1, 1, placement)
+        values = np.empty(2, np.int32)
+        layer.get_frame_at(1).drawing.attributes["material_index"].data.foreach_get("value", values)
+        assert values[0] == values[1]
+        return ob.material_slots[int(values[0])].material.name if ob.material_slots else ""
+
+    assert material_of_new_strokes() == ""
+    for name, show_stroke, hide in (("Fill", False, False), ("Hidden", True, True)):
+        material = bpy.data.materials.new(name)
+        bpy.data.materials.create_gpencil_data(material)
+        material.grease_pencil.show_stroke, material.grease_pencil.show_fill = show_stroke, True
+        material.grease_pencil.hide = hide
+        ob.data.materials.append(material)
+    assert material_of_new_strokes() == "FlipSketch Ink"
+    assert [slot.material.name for slot in ob.material_slots] == ["Fill", "Hidden", "FlipSketch Ink"]
+    assert material_of_new_strokes() == "FlipSketch Ink"  # found again, not added twice
+    assert len(ob.material_slots) == 3
+
+
+@pytest.mark.parametrize(
+    ("lens", "shift", "ortho", "resolution"),
+    [
+        (20.0, (0.5, 0.3), False, (1280, 720)),
+        (50.0, (-0.2, 0.4), False, (720, 1280)),
+        (50.0, (0.3, -0.25), True, (1920, 1080)),
+    ],
+)
+def test_image_card_covers_the_frame_the_camera_had_at_job_time(scene, tmp_path: Path, lens, shift, ortho, resolution):
+    scene.render.resolution_x, scene.render.resolution_y = resolution
+    camera = add_camera(location=(0.3, -10.0, 0.2), rotation=(np.pi / 2 + 0.1, 0.05, 0.2), ortho=ortho)
+    camera.data.lens, (camera.data.shift_x, camera.data.shift_y) = lens, shift
+    bpy.context.view_layer.update()
+    ob = add_drawing(SQUARE)
+    placement = _export(ob)[1]
+    pose = camera.matrix_world.copy()
+    camera.location.x += 3.0  # the artist scrubs an animated camera while the job runs
+    camera.rotation_euler.z += 0.3
+    bpy.context.view_layer.update()
+    Image.new("L", (256, 256), 255).save(tmp_path / "seq_0001.png")
+    card = addon_module("importer").add_image_sequence("Card", tmp_path / "seq_0001.png", 1, 1, placement)
+    half = card.empty_display_size / 2
+    corners = [(-half, half, 0.0), (half, half, 0.0), (half, -half, 0.0), (-half, -half, 0.0)]  # image TL, TR, BR, BL
+    world = np.array([card.matrix_world @ Vector(c) for c in corners])
+    camera.matrix_world = pose
+    bpy.context.view_layer.update()
+    got = _reference_square(world, scene)  # through Blender's own projection, the camera back at job time
+    assert np.abs(got - [[0, 0], [1, 0], [1, 1], [0, 1]]).max() * PX < 0.05
+    assert np.allclose(np.array(card.matrix_world.to_scale()), 1.0, atol=1e-6)
