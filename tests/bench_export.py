@@ -85,7 +85,7 @@ def main() -> None:
     prefs = bpy.context.preferences.addons["bl_ext.user_default.flipsketch"].preferences
     prefs.backend_mode, prefs.remote_url = "REMOTE", "http://127.0.0.1:9"  # nothing listens: the thread fails
     prefs.output_dir = tempfile.mkdtemp(prefix="flipsketch-bench-out-")
-    export, projection, operators = addon_module("export"), addon_module("projection"), addon_module("operators")
+    export, projection, runtime = addon_module("export"), addon_module("projection"), addon_module("runtime")
     print("points  stroke  (a) before ms  (b) export ms  b/a    (c) button ms  c/a")
     for points, per_stroke in ((30_000, 100), (30_000, 10), (100_000, 100)):
         bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
@@ -101,7 +101,7 @@ def main() -> None:
         c = median_ms(bpy.ops.flipsketch.animate)
         print(f"{points:6d}  {per_stroke:6d}  {a:13.1f}  {b:13.1f}  {b / a:5.2f}  {c:13.1f}  {c / a:5.2f}")
         time.sleep(0.5)
-        operators.pump()
+        runtime.pump()
 
 
 if __name__ == "__main__":
