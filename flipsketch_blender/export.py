@@ -71,9 +71,11 @@ def export_drawing(
             raise ExportError("Part of the drawing is behind the camera. Move the camera or the drawing.")
         edge, _ = frame.to_square(world + right * (data.radius[:, None] * scale))
         radius = np.abs(edge[:, 0] - xy[:, 0])
-        for points, r, opacity in zip(data.split(xy), data.split(radius), data.split(data.opacity), strict=True):
+        pieces = zip(data.split(xy), data.split(radius), data.split(data.opacity), data.cyclic, strict=True)
+        for points, r, opacity, closed in pieces:
             strokes.append(
                 {"points": points.round(6).tolist(), "radius": r.round(6).tolist(), "opacity": float(opacity.mean())}
+                | ({"cyclic": True} if closed else {})
             )
         world_points.append(world)
     if not strokes:

@@ -25,6 +25,7 @@ class Strokes:
     offsets: np.ndarray  # (S + 1,) stroke starts, last = N
     radius: np.ndarray  # (N,)
     opacity: np.ndarray  # (N,)
+    cyclic: np.ndarray  # (S,) bool: closed strokes
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         return np.split(values, self.offsets[1:-1])
@@ -51,11 +52,15 @@ def read_strokes(layer, frame_number: int) -> Strokes | None:
     drawing.attributes["position"].data.foreach_get("vector", positions)
     offsets = np.empty(len(drawing.strokes) + 1, np.int32)
     drawing.curve_offsets.foreach_get("value", offsets)
+    cyclic = np.zeros(len(drawing.strokes), bool)
+    if drawing.attributes.get("cyclic") is not None:
+        drawing.attributes["cyclic"].data.foreach_get("value", cyclic)
     return Strokes(
         positions.reshape(-1, 3),
         offsets,
         _read_attribute(drawing, "radius", count, DEFAULT_RADIUS),
         _read_attribute(drawing, "opacity", count, 1.0),
+        cyclic,
     )
 
 
@@ -64,9 +69,19 @@ def _ensure_attribute(drawing, name: str, kind: str, domain: str):
     return attribute if attribute is not None else drawing.attributes.new(name, kind, domain)
 
 
-def write_strokes(layer, frame_number: int, strokes: list[np.ndarray], radii: list[np.ndarray], material: int = 0):
-    """A new keyframe on `layer` holding `strokes` ((n, 3) layer-local each)."""
+def write_strokes(
+    layer,
+    frame_number: int,
+    strokes: list[np.ndarray],
+    radii: list[np.ndarray],
+    material: int = 0,
+    cyclic: list[bool] | None = None,
+):
+    """A new keyframe on `layer` holding `strokes` ((n, 3) layer-local each);
+    `cyclic`: which strokes are closed (default: none)."""
     drawing = layer.frames.new(frame_number).drawing
+    closed = cyclic or [False] * len(strokes)
+    closed = [c for s, c in zip(strokes, closed, strict=True) if len(s)]
     strokes = [s for s in strokes if len(s)]
     if not strokes:
         return drawing
@@ -79,6 +94,6 @@ def write_strokes(layer, frame_number: int, strokes: list[np.ndarray], radii: li
     _ensure_attribute(drawing, "opacity", "FLOAT", "POINT").data.foreach_set("value", np.ones(count, np.float32))
     materials = np.full(len(strokes), material, np.int32)
     _ensure_attribute(drawing, "material_index", "INT", "CURVE").data.foreach_set("value", materials)
-    _ensure_attribute(drawing, "cyclic", "BOOLEAN", "CURVE").data.foreach_set("value", np.zeros(len(strokes), bool))
+    _ensure_attribute(drawing, "cyclic", "BOOLEAN", "CURVE").data.foreach_set("value", np.array(closed, bool))
     drawing.tag_positions_changed()
     return drawing

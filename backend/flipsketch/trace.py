@@ -36,6 +36,7 @@ from flipsketch.stroke_match import continuation_hint, link_frame
 INK_LEVEL = 128  # gray below this is ink
 TRACED_VERSION = 2  # flipsketch.traced: 2 = strokes carry `id` and `cyclic`
 SMOOTHING = 1.5  # pixels: Gaussian sigma along a stroke before simplifying
+RADIUS_SMOOTHING = 8.0  # pixels: Gaussian sigma of the radius along a stroke
 TOLERANCE = 0.4  # pixels: Douglas-Peucker tolerance on the smoothed line
 MAX_SPACING = 12  # pixels: longest gap between two points of a stroke
 HOLE_AREA = 8  # pixels: smaller gaps inside the ink are where two lines touch, not a drawn loop
@@ -73,7 +74,9 @@ def _fit(path: np.ndarray, cyclic: bool, half_width: np.ndarray) -> tuple[np.nda
             line[0], line[-1] = path[0], path[-1]
     radius = np.maximum(half_width[path[:, 0], path[:, 1]] - 0.5, 0.5)  # distance to paper minus the centre pixel
     window = 2 * math.ceil(float(np.median(radius))) + 1  # junctions widen the ink for about one width
-    radius = ndimage.median_filter(radius, size=window, mode="wrap" if cyclic else "nearest")
+    mode = "wrap" if cyclic else "nearest"
+    radius = ndimage.median_filter(radius, size=window, mode=mode)
+    radius = ndimage.gaussian_filter1d(radius, RADIUS_SMOOTHING, mode=mode)  # whole-pixel steps -> a taper
     keep = _simplified(line, cyclic)
     return line[keep], radius[keep]
 

@@ -380,6 +380,13 @@ def trace_command(args: argparse.Namespace) -> int:
     """`flipsketch trace FRAMES_DIR`: trace a folder as a clip, print its figures."""
     import json
 
+    if args.workers is not None and args.workers < 1:
+        raise InputError(
+            f"--workers {args.workers} is not a thread count.", "Pass --workers 1 or more, or leave it out."
+        )
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():
+        raise InputError(f"The folder of '{out}' does not exist.", "Create it first or choose another --out file.")
     frames = read_frames(args.frames_dir)
     started = time.perf_counter()
     traced = trace_frames(frames, workers=args.workers)
@@ -397,8 +404,7 @@ def trace_command(args: argparse.Namespace) -> int:
         f"({clip_ms:.1f} ms per frame for the whole clip, linking included)"
     )
     print(f"stroke-id stability frame to frame: {100 * id_stability(traced):.1f} %")
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         partial = out.with_name(f".{out.name}.partial")
         partial.write_text(json.dumps(traced), encoding="utf-8")
         partial.replace(out)  # never a half-written file
