@@ -4,8 +4,8 @@ A frame's ink is thinned to a one-pixel skeleton (scikit-image); the skeleton
 graph (`skeleton_graph`) loses its spurs and is joined through junctions by
 good continuation, so a line runs on as one stroke where a hand would have
 drawn it so, and closed lines are cyclic strokes. Each stroke is smoothed and
-simplified (Douglas-Peucker, OpenCV's, with a bounded point spacing), and its radius
-follows the ink's half-width along it. Across a clip, strokes are matched
+simplified (OpenCV's Douglas-Peucker, with a bounded point spacing), and its
+radius follows the ink's half-width along it. Across a clip, strokes are matched
 frame to frame (`stroke_match`): a line keeps its id, direction and index.
 
 Per-frame documents are `flipsketch.strokes` (x/y in [0, 1], y down; see
@@ -47,8 +47,8 @@ def _simplified(line: np.ndarray, cyclic: bool) -> np.ndarray:
     """Indices into `line` (P, 2) of a Douglas-Peucker subset, with extra
     points on the line wherever two kept ones are more than MAX_SPACING apart."""
     closed = np.vstack([line, line[:1]]) if cyclic else line
-    kept = cv2.approxPolyDP(closed.astype(np.float32)[:, None, :], TOLERANCE, False)[:, 0]
     as_float32 = closed.astype(np.float32)
+    kept = cv2.approxPolyDP(as_float32[:, None, :], TOLERANCE, False)[:, 0]
     indices, j = [], 0
     for point in kept:  # the kept points are rows of `closed`, in order
         while not (as_float32[j] == point).all():
