@@ -80,9 +80,19 @@ def _ensure_attribute(drawing, name: str, kind: str, domain: str):
     return attribute if attribute is not None else drawing.attributes.new(name, kind, domain)
 
 
-def write_strokes(layer, frame_number: int, strokes: list[np.ndarray], radii: list[np.ndarray], material: int = 0):
-    """A new keyframe on `layer` holding `strokes` ((n, 3) layer-local each)."""
+def write_strokes(
+    layer,
+    frame_number: int,
+    strokes: list[np.ndarray],
+    radii: list[np.ndarray],
+    material: int = 0,
+    cyclic: list[bool] | None = None,
+):
+    """A new keyframe on `layer` holding `strokes` ((n, 3) layer-local each);
+    `cyclic`: which strokes are closed (default: none)."""
     drawing = layer.frames.new(frame_number).drawing
+    closed = cyclic or [False] * len(strokes)
+    closed = [c for s, c in zip(strokes, closed, strict=True) if len(s)]
     strokes = [s for s in strokes if len(s)]
     if not strokes:
         return drawing
@@ -95,6 +105,6 @@ def write_strokes(layer, frame_number: int, strokes: list[np.ndarray], radii: li
     _ensure_attribute(drawing, "opacity", "FLOAT", "POINT").data.foreach_set("value", np.ones(count, np.float32))
     materials = np.full(len(strokes), material, np.int32)
     _ensure_attribute(drawing, "material_index", "INT", "CURVE").data.foreach_set("value", materials)
-    _ensure_attribute(drawing, "cyclic", "BOOLEAN", "CURVE").data.foreach_set("value", np.zeros(len(strokes), bool))
+    _ensure_attribute(drawing, "cyclic", "BOOLEAN", "CURVE").data.foreach_set("value", np.array(closed, bool))
     drawing.tag_positions_changed()
     return drawing

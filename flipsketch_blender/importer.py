@@ -113,7 +113,10 @@ def write_traced(ob, layer, traced: dict, first_frame: int, timing: int, placeme
         world = frame.on_plane(xy, point, normal)  # one projection per frame, not per stroke
         local = (np.c_[world, np.ones(len(world))] @ to_local.T)[:, :3]
         radius = np.concatenate([np.asarray(stroke["radius"], dtype=np.float64) for stroke in strokes]) * side * scale
-        write_strokes(layer, first_frame + k * timing, np.split(local, lengths), np.split(radius, lengths), material)
+        cyclic = [stroke.get("cyclic") is True for stroke in strokes]  # traced loops (absent before version 2)
+        write_strokes(
+            layer, first_frame + k * timing, np.split(local, lengths), np.split(radius, lengths), material, cyclic
+        )
 
 
 def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, placement: Placement):

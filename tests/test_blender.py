@@ -109,6 +109,36 @@ def test_export_through_the_view_when_there_is_no_camera(scene) -> None:
     assert np.abs(got - expected).max() < 1e-4
 
 
+def test_traced_loops_are_cyclic_strokes_and_export_closed(scene) -> None:
+    from flipsketch.sketch import rasterize_strokes
+
+    add_camera()
+    ring = [[0.5 + 0.2 * np.cos(a), 0.5 + 0.2 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 16, endpoint=False)]
+    traced = {
+        "schema": "flipsketch.strokes",
+        "version": 1,
+        "strokes": [
+            {"id": 7, "points": ring, "radius": [0.01] * 16, "cyclic": True},
+            {"id": 3, "points": [[0.1, 0.1], [0.3, 0.1]], "radius": [0.01, 0.01]},  # no flag: open
+        ],
+    }
+    ob = add_drawing(traced)
+    layer = ob.data.layers["Lines"]
+    cyclic = np.zeros(2, bool)
+    layer.get_frame_at(1).drawing.attributes["cyclic"].data.foreach_get("value", cyclic)
+    assert cyclic.tolist() == [True, False]
+    projection, export = addon_module("projection"), addon_module("export")
+    frame = projection.camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    sent, _ = export.export_drawing(ob, 1, frame)
+    closed, open_ = (np.asarray(stroke["points"]) for stroke in sent["strokes"])
+    assert np.abs(closed - [*ring, ring[0]]).max() < 1e-4  # sent closed: the first point again at the end
+    assert len(open_) == 2
+    closing = np.asarray(rasterize_strokes(sent, 256, 256))[
+        round(256 * (ring[-1][1] + ring[0][1]) / 2), round(256 * (ring[-1][0] + ring[0][0]) / 2)
+    ]
+    assert closing < 128  # the segment from the last point back to the first is drawn
+
+
 def test_animate_sketch_round_trip(scene) -> None:
     scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
     camera = add_camera()

@@ -382,6 +382,8 @@ def _train_lora(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.trace:
+        return _bench_trace(args)
     from flipsketch.bench import main as bench_main
 
     return bench_main(args)
@@ -460,6 +462,29 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ev.set_defaults(func=_eval)
+
+
+def _bench_trace(args: argparse.Namespace) -> int:
+    from flipsketch.trace_bench import bench_command
+
+    return bench_command(args)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from flipsketch.trace_bench import trace_command
+
+    return trace_command(args)
+
+
+def _add_trace_parsers(commands: argparse._SubParsersAction, bench: argparse.ArgumentParser) -> None:
+    """`flipsketch trace` and `flipsketch bench --trace` (tracing frames to strokes)."""
+    trace = commands.add_parser("trace", help="trace a folder of frames (one clip) to strokes and print their figures")
+    trace.add_argument("frames_dir", help="folder of line drawings (PNG, JPEG, …), traced in name order as one clip")
+    trace.add_argument("--out", help="write the traced strokes (flipsketch.traced JSON) to this file")
+    trace.add_argument("--workers", type=int, help="threads for the per-frame work (default: one per CPU)")
+    trace.set_defaults(func=_trace)
+    bench.add_argument("--trace", action="store_true", help="the stroke tracer against the previous one instead")
+    bench.add_argument("--trace-size", type=int, default=256, help="side of the --trace test drawings in pixels")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -569,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time plain text-to-video vs FlipSketch on one model (ratios)")
     _add_bench_options(bench)
     bench.set_defaults(func=_bench)
+    _add_trace_parsers(commands, bench)
 
     model = commands.add_parser("model", help="manage models")
     model_commands = model.add_subparsers(dest="model_command", required=True)

@@ -13,6 +13,8 @@ Stroke schema (version 1; what the Blender add-on sends)::
 x, y are in [0, 1] across the frame from edge to edge (the camera frame's u, v),
 origin top-left, y down, so pixel column i spans [i/W, (i+1)/W]; radius is a
 fraction of the frame width (a number, or one per point); opacity is 0..1.
+Optional per stroke: "cyclic": true (a closed stroke, its last point joins the
+first) and "id" (traced strokes: the same line keeps its id across a clip).
 """
 
 from __future__ import annotations
@@ -166,6 +168,8 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
     ink = np.zeros((big_h, big_w), dtype=np.float32)
     for index, stroke in enumerate(strokes):
         points, radius, opacity = _parse_stroke(index, stroke)
+        if stroke.get("cyclic") is True and len(points) > 2:  # a closed stroke: its last point joins the first
+            points, radius = np.vstack([points, points[:1]]), np.r_[radius, radius[:1]]
         layer = Image.new("L", (big_w, big_h), 0)
         draw = ImageDraw.Draw(layer)
         xy = points * (big_w, big_h) - 0.5  # PIL puts pixel centres at integers
