@@ -16,6 +16,7 @@ import bpy
 
 from . import backend, runtime, versions
 from .export import ExportError, Placement, export_drawing
+from .gpencil import gp_data
 from .preferences import ADDON
 from .projection import camera_frame, view_frame
 from .runtime import JobKind, JobSpec, JobState
@@ -120,7 +121,7 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
         parent_key, parent_prompt, timing = parent.key, parent.prompt, parent.timing
         sequence_object, camera_name = parent.sequence_object, parent.camera_name
         if from_layer is not None:  # the layer's last keyframe, as the artist left it
-            ob, layer = context.active_object, context.active_object.data.layers.active
+            ob, layer = context.active_object, gp_data(context.active_object).layers.active
             last = max((frame.frame_number for frame in layer.frames), default=None)
             if last is None:
                 self.report({"ERROR"}, f"The layer '{layer.name}' has no keyframes left to continue from.")
@@ -150,7 +151,7 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
         params = {**settings.params(), "variants": 1, "prompt": settings.prompt.strip() or parent_prompt}
         empty = bpy.data.objects.get(sequence_object)
         folder = _sequence_folder(empty)
-        append_to = (str(folder), empty.image_user.frame_duration + 1) if folder is not None else None
+        append_to = (str(folder), empty.image_user.frame_duration + 1) if empty and folder is not None else None
         spec = JobSpec(
             kind=JobKind.EXTEND,
             object_name=ob.name,

@@ -1,13 +1,17 @@
 """The "FlipSketch" tab in the 3D viewport's sidebar."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bpy
 
 from .preferences import addon_preferences
 from .runtime import JobKind, JobState, output_root
 
-STATE_ICONS = {
+if TYPE_CHECKING:  # a stub-only module: Blender has no bpy.stub_internal
+    from bpy.stub_internal.rna_enums import IconItems
+
+STATE_ICONS: "dict[str, IconItems]" = {
     JobState.IMPORTED: "CHECKMARK",
     JobState.DONE: "CHECKMARK",
     JobState.FAILED: "ERROR",
@@ -29,7 +33,7 @@ def job_summary(job) -> str:
     return text
 
 
-def job_icon(job) -> str:
+def job_icon(job) -> "IconItems":
     if job.active:
         return "TIME"
     return STATE_ICONS.get(job.state, "INFO")
@@ -119,7 +123,7 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
         if settings.jobs:
             layout.template_list("FLIPSKETCH_UL_jobs", "", settings, "jobs", settings, "job_index", rows=4)
             if 0 <= settings.job_index < len(settings.jobs):
-                draw_job(layout, settings.jobs[settings.job_index])
+                draw_job(layout, settings.jobs[settings.job_index])  # pyright: ignore[reportArgumentType]  Panel.layout is set during draw()
 
 
 def draw_loras(layout: bpy.types.UILayout, context) -> None:

@@ -23,12 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bpy
 
 from . import backend, importer
 from .export import Placement
 from .preferences import addon_preferences
+
+if TYPE_CHECKING:  # the row's type only: properties imports this module (JobKind, JobState) at run time
+    from .properties import FLIPSKETCH_PG_job
 
 
 class JobKind(StrEnum):
@@ -134,13 +138,13 @@ def output_root(context) -> tuple[Path, str]:
     return Path(bpy.path.abspath(configured)), ""
 
 
-def find_job(key: str):
+def find_job(key: str) -> "FLIPSKETCH_PG_job | None":
     """The job row with this key in any scene, or None. Look it up again after
     anything that adds or removes rows: a kept row may point at freed memory."""
     if not key:
         return None
     for scene in bpy.data.scenes:
-        for job in scene.flipsketch.jobs:
+        for job in scene.flipsketch.jobs:  # pyright: ignore[reportAttributeAccessIssue]  added by properties.register()
             if job.key == key:
                 return job
     return None
@@ -173,7 +177,7 @@ def job_of_sequence(context):
     )
 
 
-def _new_row(context, kind: JobKind, prompt: str, out_dir: str) -> tuple[str, object]:
+def _new_row(context, kind: JobKind, prompt: str, out_dir: str) -> tuple[str, "FLIPSKETCH_PG_job"]:
     """Add a job row; its key and the row (valid until the next add or remove)."""
     jobs = context.scene.flipsketch.jobs
     job = jobs.add()

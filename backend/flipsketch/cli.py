@@ -412,6 +412,7 @@ def _eval(args: argparse.Namespace) -> int:
     if bool(args.grid) == bool(args.runs):
         raise InputError("Pass result folders or --grid SKETCHES_DIR (not both).", "See `flipsketch eval --help`.")
     device = pick_device(args.device)
+    grid = None
     if args.grid:
         if not args.prompts or not args.out:
             raise InputError("--grid needs --prompts FILE and --out FOLDER.", "See `flipsketch eval --help`.")
@@ -419,7 +420,7 @@ def _eval(args: argparse.Namespace) -> int:
         settings = grid_settings(args.frames, args.steps, extra)
         grid = load_grid(Path(args.grid), Path(args.prompts), parse_seeds(args.seeds), settings, Path(args.out))
     clip, xclip = load_clip(args.clip_model, device), load_xclip(args.xclip_model, device)
-    if args.grid:
+    if grid is not None:
         model = load_model(
             source_from(args.model, args.subfolder, args.revision), dtype=pick_dtype(args.dtype, device), device=device
         )

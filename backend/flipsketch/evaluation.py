@@ -129,7 +129,7 @@ def run_frames(folder: Path) -> Iterator[tuple[str, Image.Image, list[Image.Imag
             f"'{folder}' is not a FlipSketch result ({exc}).", "Pass folders written by animate, extend or batch."
         ) from None
     for sub, names in record["files"].items():
-        frames = [Image.open(folder / sub / name) for name in names if name.startswith("frame_")]
+        frames: list[Image.Image] = [Image.open(folder / sub / name) for name in names if name.startswith("frame_")]
         label = folder.name if sub == "." else f"{folder.name}/{sub}"
         yield label, sketch, frames, record["params"]["prompt"]
 
@@ -225,7 +225,7 @@ def run_grid(
     model: SketchModel,
     clip: ClipScorer,
     xclip: XClipScorer,
-    on_cell: Callable[[int, int], None] | None = None,
+    on_cell: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]:
     """Animate and score every cell not already on disk; return the table
     (row label -> summaries). `on_cell(done, total)` follows progress."""

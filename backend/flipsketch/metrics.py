@@ -50,9 +50,9 @@ def chamfer_similarity(sketch: Image.Image, frame: Image.Image) -> float:
     b = ink(frame, size=(a.shape[1], a.shape[0]))
     if not a.any() or not b.any():
         return 0.0
-    to_a, to_b = distance_transform_edt(~a), distance_transform_edt(~b)
+    to_a, to_b = np.asarray(distance_transform_edt(~a)), np.asarray(distance_transform_edt(~b))  # scipy has no stubs
     distance = 0.5 * (to_b[a].mean() + to_a[b].mean())
-    return float(max(0.0, 1.0 - distance / (CHAMFER_SCALE * np.hypot(*a.shape))))
+    return float(max(0.0, 1.0 - distance / (CHAMFER_SCALE * np.hypot(a.shape[0], a.shape[1]))))
 
 
 class ChamferScorer:

@@ -21,7 +21,8 @@ CLIP_ENV = "FLIPSKETCH_CLIP_MODEL"  # Hugging Face id or folder of the CLIP mode
 
 
 class Scorer(Protocol):
-    method: str
+    @property
+    def method(self) -> str: ...
 
     def score(self, sketch: Image.Image, frames: list[Image.Image]) -> float: ...
 
