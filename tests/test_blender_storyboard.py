@@ -45,16 +45,18 @@ def test_shots_fit_their_range_end_empty_and_the_animatic_fills_the_frame(scene)
     assert scene.frame_current == 13  # the playhead is where the artist left it
     assert [s.state for s in shots] == ["queued", "queued", "failed", "queued"]
     assert "2 drawings on 2s do not fit" in shots[2].message  # a 1-frame shot cannot hold a clip
-    jobs = {job.shot_name: job for job in scene.flipsketch.jobs}
+    keys = {job.shot_name: job.key for job in scene.flipsketch.jobs}  # keys, not rows: the list may move
     assert addon_module("storyboard").fit_to_shot(shots[0], 4, 2) == (2, "")
     pump_until_done()
+    jobs = {name: addon_module("runtime").find_job(key) for name, key in keys.items()}
     assert [s.state for s in shots] == ["done", "done", "failed", "done"]
     assert "4 drawings on 2s do not fit in 5 frames: 2 are made" in shots[0].message
 
     gpencil = addon_module("gpencil")
     for name, keys in (("a", [1, 3, 6]), ("b", [6, 8, 10, 12, 20]), ("d", [21, 23, 25, 27, 31])):
         job = jobs[name]
-        layer = ob.data.layers[job.layers]
+        (layer_name,) = job.layer_names()
+        layer = ob.data.layers[layer_name]
         assert [f.frame_number for f in layer.frames] == keys, name
         assert gpencil.read_strokes(layer, keys[-1]) is None  # the clip ends empty: nothing stays on screen
     card = bpy.data.objects[jobs["b"].sequence_object]
