@@ -30,3 +30,12 @@ def tiny_model(tiny_model_dir: Path):
     from flipsketch.models import load_model
 
     return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def metric_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Tiny random CLIP and X-CLIP (4-frame) models in the published layouts."""
+    from flipsketch.tiny_model import create_tiny_clip, create_tiny_xclip
+
+    folder = tmp_path_factory.mktemp("metric-models")
+    return create_tiny_clip(folder / "clip"), create_tiny_xclip(folder / "xclip", num_frames=4)

@@ -110,3 +110,23 @@ def test_ray_run_equals_the_sequential_run(tiny_model, tiny_model_dir: Path, tmp
         assert len(frames) == 3
         for frame in frames:
             assert (tmp_path / "ray" / shot.name / frame.name).read_bytes() == frame.read_bytes(), (shot.name, frame)
+
+
+def test_a_shot_with_variants_keeps_the_best_one(tiny_model, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from flipsketch.metrics import ChamferScorer
+
+    shots = parse_board(
+        write_board(tmp_path, [{"name": "sh010", "sketch": "cat.png", "prompt": "the cat meows"}], {"variants": 3})
+    )
+    report = run_board(shots, tmp_path / "out", sequential(tiny_model), log=lambda _: None, scorer=ChamferScorer())
+    folder = tmp_path / "out" / "sh010"
+    record = json.loads((folder / "run.json").read_text())
+    sketch = Image.open(folder / "sketch.png")
+    frames = {seed: [Image.open(p) for p in sorted((folder / f"variant_{seed}").glob("frame_*"))] for seed in (0, 1, 2)}
+    scores = {seed: ChamferScorer().score(sketch, frames[seed]) for seed in frames}
+    best = max(scores, key=scores.get)
+    assert [v["seed"] for v in record["variants"]] == sorted(scores, key=lambda s: -scores[s])
+    assert report["sh010"]["best_seed"] == best == record["variants"][0]["seed"]
+    assert report["sh010"]["score"] == pytest.approx(scores[best], abs=1e-6)

@@ -94,6 +94,30 @@ def test_job_streams_progress_and_results_match_the_cli(server: Server, tiny_mod
         assert (tmp_path / "served" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
 
 
+def test_job_result_lists_variants_best_first_with_scores(server: Server, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from flipsketch.metrics import ChamferScorer
+
+    job = server.client.submit({**FAST, "align": False, "variants": 3, "min_score": 0.3}, sketch_png=PNG)
+    assert [e["state"] for e in server.client.events(job["id"]) if e["type"] == "state"][-1] == "done"
+    server.client.download(job["id"], tmp_path / "served")
+    record = json.loads((tmp_path / "served" / "run.json").read_text())
+    assert record["score_method"] == "chamfer"
+    sketch = Image.open(tmp_path / "served" / "sketch.png")
+    for entry in record["variants"]:
+        assert entry["folder"] == f"variant_{entry['seed']}"
+        frames = [Image.open(p) for p in sorted((tmp_path / "served" / entry["folder"]).glob("frame_*.png"))]
+        assert entry["score"] == pytest.approx(ChamferScorer().score(sketch, frames), abs=1e-6)
+        assert entry["hidden"] == (entry["score"] < 0.3)
+    scores = [entry["score"] for entry in record["variants"]]
+    assert scores == sorted(scores, reverse=True) and sorted(v["seed"] for v in record["variants"]) == [0, 1, 2]
+    presets = server.client.capabilities()["quality_presets"]  # for a client's quality menu and tooltips
+    assert presets["draft"]["params"] == {"align": False}
+    assert presets["paper"]["time_ratio"] > presets["standard"]["time_ratio"] > presets["draft"]["time_ratio"]
+    assert server.client.capabilities()["references"] == ["inversion", "released"]
+
+
 def test_concurrent_clients_keep_queue_order_and_cancel_works(server: Server) -> None:
     long_job = server.client.submit(SLOW, sketch_png=PNG)
     ids: list[str] = []

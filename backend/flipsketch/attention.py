@@ -121,9 +121,11 @@ class FlipSketchAttnProcessor:
     def _compose_spatial(self, query: torch.Tensor) -> torch.Tensor:
         """C^S: frames 0..N-1 of the conditional samples query with the reference.
 
-        Spatial attention sees (samples·frames, tokens, channels)."""
+        Spatial attention sees (samples·frames, tokens, channels). The record is
+        one reference frame (given to all N frames) or a reference video of F
+        frames (the released construction: frame k takes reference frame k)."""
         ctl = self.control
-        ref = ctl.records[self.name]  # (1, tokens, channels)
+        ref = ctl.records[self.name][: ctl.spatial_frames]  # (1 or N, tokens, channels)
         query = query.clone()
         view = query.view(-1, ctl.num_frames, *query.shape[1:])
         view[ctl.cond, : ctl.spatial_frames] = ref.to(query.dtype)

@@ -33,6 +33,7 @@ from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.lora import check_folder
 from flipsketch.lora import fingerprint as lora_fingerprint
 from flipsketch.params import AnimateParams
+from flipsketch.ranking import Scorer, rank_variants
 
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -130,10 +131,13 @@ def run_board(
     generate: Callable[[list[Shot]], Any],
     force: bool = False,
     log: Callable[[str], None] = print,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Run every shot not yet done through `generate` (sequential or Ray),
     which takes (shot, sketch) pairs and yields (shot, sketch, animation |
-    FlipSketchError, model) as shots finish."""
+    FlipSketchError, model) as shots finish. A shot with `variants > 1` keeps
+    all of them, ranked by `scorer` (default: offline chamfer similarity);
+    the best one goes into the animatic and the report."""
     from flipsketch.outputs import write_animation
 
     out.mkdir(parents=True, exist_ok=True)
@@ -154,8 +158,16 @@ def run_board(
             log(f"{shot.name}: failed: {result.message}")
             continue
         extra = {"shot": shot.name, "shot_fingerprint": shot.fingerprint(), "timing": shot.timing}
-        write_animation(result, model, out / shot.name, sketch, overwrite=True, extra=extra)
-        report[shot.name] = {"state": "done", "seconds": round(result.stats["total_s"], 2)}
+        if scorer is not None:
+            rank_variants(result, sketch, scorer)
+        write_animation(result, model, out / shot.name, sketch, overwrite=True, extra=extra)  # ranks if not yet
+        best = result.ranking[0]
+        report[shot.name] = {
+            "state": "done",
+            "seconds": round(result.stats["total_s"], 2),
+            "best_seed": best["seed"],  # the variant the animatic uses
+            "score": best["score"],
+        }
         log(f"{shot.name}: done")
     ordered = {shot.name: report[shot.name] for shot in shots}
     (out / "report.json").write_text(json.dumps(ordered, indent=2), encoding="utf-8")
@@ -188,7 +200,8 @@ def write_animatic(shots: list[Shot], out: Path, fps: int = 24) -> Path | None:
         if not (folder / "run.json").is_file():
             continue
         record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        sub = next(iter(record["files"]))
+        ranked = record.get("variants") or [{"folder": next(iter(record["files"]))}]
+        sub = ranked[0]["folder"]  # the best variant
         for name in record["files"][sub]:
             if name.startswith("frame_"):
                 frame = Image.open(folder / sub / name).convert("RGB")

@@ -98,9 +98,33 @@ def _animate(args: argparse.Namespace) -> int:
     params = AnimateParams.from_dict(_given_params(args))
     sketch = read_sketch(args.sketch, params.width, params.height)
     model, animation = _generate(args, params, sketch, source_from(args.model, args.subfolder, args.revision))
+    _rank(args, animation, sketch, model)
     out = write_animation(animation, model, args.out, sketch, fps=args.fps or 10, overwrite=args.overwrite)
     print(f"Wrote {out} ({params.frames} frames × {params.variants} variant(s), {animation.stats['total_s']:.1f} s)")
+    _print_ranking(animation)
     return 0
+
+
+def _rank(args: argparse.Namespace, animation, sketch, model) -> None:
+    """Score the variants (CLIP with --clip-model or $FLIPSKETCH_CLIP_MODEL, else chamfer), best first."""
+    from flipsketch.ranking import rank_variants, variant_scorer
+
+    rank_variants(animation, sketch, variant_scorer(args.clip_model, str(model.device)))
+
+
+def _print_ranking(animation) -> None:
+    """Variants best first with their scores; hidden ones (below --min-score) marked."""
+    from flipsketch.outputs import variant_folder
+
+    if len(animation.ranking) < 2 and animation.params.min_score is None:
+        return
+    print(f"Variants, best first ({animation.score_method} similarity to the sketch):")
+    for entry in animation.ranking:
+        hidden = f"  hidden: below --min-score {animation.params.min_score}" if entry["hidden"] else ""
+        folder = variant_folder(animation, entry["seed"])
+        print(f"  seed {entry['seed']:>6}  score {entry['score']:.4f}  {folder}{hidden}")
+    if all(entry["hidden"] for entry in animation.ranking):
+        print("warning: every variant scored below --min-score; try more variants or other seeds", file=sys.stderr)
 
 
 def _extend(args: argparse.Namespace) -> int:
@@ -120,12 +144,18 @@ def _extend(args: argparse.Namespace) -> int:
         raise InputError(
             f"'{parent}' is not a FlipSketch result ({exc}).", "Pass a folder written by animate/extend."
         ) from None
-    seed = args.variant if args.variant is not None else record["seeds"][0]
+    best = (record.get("variants") or [{"seed": record["seeds"][0]}])[0]["seed"]
+    seed = args.variant if args.variant is not None else best
     if seed not in record["seeds"]:
         raise InputError(f"'{parent}' has no variant with seed {seed}.", f"Choose one of {record['seeds']}.")
     sub = "." if len(record["seeds"]) == 1 else f"variant_{seed}"
     last = sorted((parent / sub).glob("frame_*.png"))[-1]
     inherited = {k: v for k, v in record["params"].items() if k != "lambda"}
+    if args.quality:  # a new preset replaces the parent's preset-governed settings
+        from flipsketch.params import QUALITY_PRESETS
+
+        preset_fields = {name for preset in QUALITY_PRESETS.values() for name in preset}
+        inherited = {k: v for k, v in inherited.items() if k not in preset_fields}
     params = AnimateParams.from_dict({**inherited, "seed": seed, "variants": 1, **_given_params(args)})
     sketch = prepare_reference(last, params.width, params.height)
     model_record = record["model"]
@@ -135,6 +165,7 @@ def _extend(args: argparse.Namespace) -> int:
         else ModelSource(model_record["name"], model_record["subfolder"], model_record["revision"])
     )
     model, animation = _generate(args, params, sketch, source)
+    _rank(args, animation, sketch, model)
     first = int(last.stem.split("_")[1]) + 1
     extra = {"parent": {"folder": str(parent.resolve()), "seed": seed, "frame": last.name}, "first_frame_index": first}
     out = write_animation(
@@ -160,10 +191,14 @@ def _add_animate_options(parser: argparse.ArgumentParser, prompt_required: bool)
     parser.add_argument("--variants", type=int, help="seeds seed..seed+n-1 in one batch (default 1)")
     parser.add_argument("--tau-align", type=int, help=f"align at step indices < this (default {d.tau_align})")
     parser.add_argument("--tau-compose", type=int, help=f"compose at step indices <= this (default {d.tau_compose})")
-    parser.add_argument("--no-align", action="store_true", help="skip iterative frame alignment (about 6x faster)")
+    parser.add_argument("--no-align", action="store_true", help="skip iterative frame alignment (quality draft)")
     parser.add_argument("--align-iters", type=int, help=f"Adam iterations per step (default {d.align_iters})")
     parser.add_argument("--align-lr", type=float, help=f"Adam learning rate (default {d.align_lr})")
-    parser.add_argument("--align-tol", type=float, help="early stop when the loss improves by less (relative)")
+    parser.add_argument(
+        "--align-tol",
+        type=float,
+        help=f"early stop when the loss improves by less (relative; default {d.align_tol}, 0 = paper-exact)",
+    )
     parser.add_argument(
         "--lora",
         dest="loras",
@@ -179,9 +214,39 @@ def _add_animate_options(parser: argparse.ArgumentParser, prompt_required: bool)
     parser.add_argument("--no-binarize", action="store_true", help="keep gray frames (no Otsu threshold)")
     parser.add_argument("--output-size", type=int, help="longer side of the saved frames in pixels")
     parser.add_argument("--fps", type=int, help="preview frame rate (default 10)")
+    _add_quality_options(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _add_quality_options(parser: argparse.ArgumentParser) -> None:
+    """Quality preset, reference construction and variant ranking (issue 14)."""
+    from flipsketch.params import QUALITY_PRESETS, QUALITY_TIME_RATIOS, REFERENCES
+
+    presets = "; ".join(f"{name}: {QUALITY_TIME_RATIOS[name]}x plain text-to-video" for name in QUALITY_PRESETS)
+    parser.add_argument(
+        "--quality",
+        choices=list(QUALITY_PRESETS),
+        help=f"preset: draft = no alignment, standard = early-stopped alignment (default), paper = the paper's "
+        f"schedule; options given beside it win (measured CPU time: {presets})",
+    )
+    parser.add_argument(
+        "--reference", choices=list(REFERENCES), help="reference construction: inversion (ours, default) or released"
+    )
+    parser.add_argument(
+        "--min-score", type=float, help="mark variants scoring below this as hidden (their files are kept)"
+    )
+    parser.add_argument(
+        "--clip-model",
+        help="CLIP model (id or folder) that ranks variants (default: $FLIPSKETCH_CLIP_MODEL, else offline chamfer)",
+    )
+
+
+def _add_bench_quality_options(parser: argparse.ArgumentParser) -> None:
+    d = _defaults()
+    parser.add_argument("--align-tol", type=float, default=d.align_tol, help="early-stop tolerance of workload (c)")
+    parser.add_argument("--no-paper", action="store_true", help="skip workload (d), the paper-exact alignment")
 
 
 def _add_bench_options(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +256,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--align-tol", type=float, default=0.02, help="early-stop tolerance for workload (d)")
+    _add_bench_quality_options(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--count-flops", action="store_true", help="count FLOPs (one extra run each; for GPUs)")
@@ -229,7 +294,10 @@ def _batch(args: argparse.Namespace) -> int:
         generate = ray_generator(args.ray, source, device, args.dtype)
     else:
         generate = sequential(load_model(source, dtype=pick_dtype(args.dtype, device), device=device))
-    report = run_board(shots, Path(args.out), generate, force=args.force)
+    from flipsketch.ranking import variant_scorer
+
+    scorer = variant_scorer(args.clip_model, device)
+    report = run_board(shots, Path(args.out), generate, force=args.force, scorer=scorer)
     failed = [name for name, entry in report.items() if entry["state"] == "failed"]
     print(f"{len(report) - len(failed)} of {len(report)} shots done; report: {Path(args.out) / 'report.json'}")
     return 1 if failed else 0
@@ -319,6 +387,81 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """Score finished runs, or animate and score the ablation grid (one model load)."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from flipsketch.errors import InputError
+    from flipsketch.evaluation import (
+        grid_settings,
+        load_grid,
+        markdown,
+        parse_seeds,
+        run_grid,
+        score_runs,
+        table,
+        write_table,
+    )
+    from flipsketch.metrics import load_clip, load_xclip
+    from flipsketch.models import load_model, pick_device, pick_dtype, source_from
+
+    if bool(args.grid) == bool(args.runs):
+        raise InputError("Pass result folders or --grid SKETCHES_DIR (not both).", "See `flipsketch eval --help`.")
+    device = pick_device(args.device)
+    if args.grid:
+        if not args.prompts or not args.out:
+            raise InputError("--grid needs --prompts FILE and --out FOLDER.", "See `flipsketch eval --help`.")
+        extra = {"width": args.width, "height": args.height, **({"quality": args.quality} if args.quality else {})}
+        settings = grid_settings(args.frames, args.steps, extra)
+        grid = load_grid(Path(args.grid), Path(args.prompts), parse_seeds(args.seeds), settings, Path(args.out))
+    clip, xclip = load_clip(args.clip_model, device), load_xclip(args.xclip_model, device)
+    if args.grid:
+        model = load_model(
+            source_from(args.model, args.subfolder, args.revision), dtype=pick_dtype(args.dtype, device), device=device
+        )
+        with tqdm(total=len(grid.cells()), unit="clip", desc="eval") as bar:
+            summary = run_grid(grid, model, clip, xclip, on_cell=lambda done, _: bar.update(done - bar.n))
+        title = f"FlipSketch eval grid: {len(grid.sketches)} sketches × seeds {args.seeds}, {model.source.describe()}"
+        out: Path | None = grid.out
+    else:
+        scores = score_runs([Path(r) for r in args.runs], clip, xclip)
+        summary = table({label: [clip_scores] for label, clip_scores in scores.items()})
+        title, out = "FlipSketch eval of finished runs", Path(args.out) if args.out else None
+    text = markdown(summary, title)
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_table(out, summary, text)
+        print(f"Wrote {out / 'table.json'} and {out / 'table.md'}")
+    return 0
+
+
+def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    from flipsketch.metrics import CLIP_MODEL, XCLIP_MODEL
+
+    ev = commands.add_parser("eval", help="the paper's Table 1 metrics on finished runs or an ablation grid")
+    ev.add_argument("runs", nargs="*", help="result folders written by animate/extend/batch")
+    ev.add_argument("--grid", metavar="SKETCHES_DIR", help="animate every sketch × seed under every ablation row")
+    ev.add_argument("--prompts", help="JSON {sketch file name or stem: prompt} for --grid")
+    ev.add_argument("--seeds", default="0-2", help="seeds of the grid, e.g. 0-2 or 0,3,7 (default 0-2)")
+    ev.add_argument("--out", help="folder for table.json/table.md (and the grid's per-clip results; resumable)")
+    ev.add_argument("--frames", type=int, default=10, help="frames per grid clip (default 10)")
+    ev.add_argument("--steps", type=int, default=25, help="DDIM steps per grid clip (default 25)")
+    ev.add_argument("--width", type=int, default=256, help="generation width of the grid (default 256)")
+    ev.add_argument("--height", type=int, default=256, help="generation height of the grid (default 256)")
+    ev.add_argument("--quality", choices=["draft", "standard", "paper"], help="quality preset of the grid's rows")
+    ev.add_argument("--clip-model", default=CLIP_MODEL, help=f"CLIP model, id or folder (default {CLIP_MODEL})")
+    ev.add_argument("--xclip-model", default=XCLIP_MODEL, help=f"X-CLIP model, id or folder (default {XCLIP_MODEL})")
+    ev.add_argument("--model", help="animation model for --grid (default: $FLIPSKETCH_MODEL or the published model)")
+    ev.add_argument("--subfolder")
+    ev.add_argument("--revision")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    ev.set_defaults(func=_eval)
+
+
 def _download(args: argparse.Namespace) -> int:
     from flipsketch import MODEL_LICENCE, PUBLISHED_MODEL
     from flipsketch.models import download_model, source_from
@@ -356,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext = commands.add_parser("extend", help="continue a clip from its last frame (a new segment)")
     ext.add_argument("parent", help="a folder written by animate or extend")
     ext.add_argument("--out", required=True, help="output folder for the new segment")
-    ext.add_argument("--variant", type=int, help="seed of the parent's variant to continue (default: its first)")
+    ext.add_argument("--variant", type=int, help="seed of the parent's variant to continue (default: its best)")
     _add_animate_options(ext, prompt_required=False)
     ext.set_defaults(func=_extend)
 
@@ -370,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--revision")
     batch.add_argument("--device", default="auto")
     batch.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    batch.add_argument("--clip-model", help="CLIP model that ranks each shot's variants (default: offline chamfer)")
     batch.set_defaults(func=_batch)
 
     d = _train_defaults()
@@ -419,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-file", help="write port, token, pid and API version here once listening")
     serve.add_argument("--parent-pid", type=int, help="exit when this process ends")
     serve.set_defaults(func=_serve)
+
+    _add_eval_parser(commands)
 
     bench = commands.add_parser("bench", help="time plain text-to-video vs FlipSketch on one model (ratios)")
     _add_bench_options(bench)

@@ -205,6 +205,7 @@ class Worker(threading.Thread):
         self.device = device
         self.dtype = dtype
         self.model: SketchModel | None = None
+        self.scorer: Any = None  # ranks variants; loaded with the first animation job
         self.current: Job | None = None
         self.stopping = threading.Event()
 
@@ -270,6 +271,7 @@ class Worker(threading.Thread):
     def animate(self, job: Job, model: SketchModel) -> None:
         from flipsketch.outputs import write_animation
         from flipsketch.pipeline import animate
+        from flipsketch.ranking import rank_variants, variant_scorer
 
         store, folder = self.store, self.store.folder(job.id)
         sketch = Image.open(folder / "sketch.png").convert("L")
@@ -277,6 +279,9 @@ class Worker(threading.Thread):
         animation = animate(
             model, sketch, params, progress=lambda e: store.progress(job, e), cancel=store.tokens[job.id]
         )
+        if self.scorer is None:  # CLIP from $FLIPSKETCH_CLIP_MODEL, else the offline chamfer score
+            self.scorer = variant_scorer(device=self.device)
+        rank_variants(animation, sketch, self.scorer)  # run.json lists the variants best first
         first = 0
         if job.segment:
             animation, first = animation.as_segment(), job.segment["first_index"]

@@ -33,6 +33,10 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 TINY_MARKER = "_flipsketch_tiny_random"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PROMPT_CACHE_SIZE = 32
+# What the sampler's DDIM path (pipeline.ddim_move / to_noise) implements.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# Scheduler options the sampler does not implement, each with the value it assumes.
+UNSUPPORTED_SCHEDULER_OPTIONS = {"clip_sample": False, "thresholding": False, "rescale_betas_zero_snr": False}
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,28 @@ def check_layout(folder: Path) -> dict[str, Any]:
     return index
 
 
+def check_scheduler(config: Any, folder: Path) -> None:
+    """Refuse a scheduler configuration the sampler would silently ignore.
+
+    The sampler moves latents with its own DDIM formula (pipeline.ddim_move):
+    it honours `prediction_type` epsilon, v_prediction and sample, and assumes
+    no x_0 clipping, no dynamic thresholding and no zero-terminal-SNR betas."""
+    kind = config.get("prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ModelCorruptError(
+            f"The scheduler in '{folder}' has prediction_type {kind!r}, which the FlipSketch sampler does not "
+            "implement.",
+            f"Use a scheduler/scheduler_config.json with prediction_type one of {', '.join(PREDICTION_TYPES)}.",
+        )
+    for name, assumed in UNSUPPORTED_SCHEDULER_OPTIONS.items():
+        if config.get(name, assumed) != assumed:
+            raise ModelCorruptError(
+                f"The scheduler in '{folder}' sets {name} = {config.get(name)!r}, which the FlipSketch sampler does "
+                "not implement.",
+                f'Set "{name}": {json.dumps(assumed)} in scheduler/scheduler_config.json.',
+            )
+
+
 @dataclass
 class SketchModel:
     """The five components the sampler needs, frozen, plus where they came from."""
@@ -307,6 +333,7 @@ def load_model(
                 f"The '{name}' component in '{folder}' cannot be loaded: {first_line}",
                 "Its files are damaged or incomplete: delete the folder and download the model again.",
             ) from None
+    check_scheduler(parts["scheduler"].config, folder / "scheduler")
     for name in ("unet", "vae", "text_encoder"):
         parts[name].to(device).eval().requires_grad_(False)
     return SketchModel(**parts, source=source, folder=folder, is_tiny_random=bool(index.get(TINY_MARKER, False)))

@@ -24,8 +24,10 @@ from PIL import Image
 
 from flipsketch import SCHEMA_VERSION, __version__
 from flipsketch.errors import InputError
+from flipsketch.metrics import ChamferScorer
 from flipsketch.models import SketchModel
 from flipsketch.pipeline import Animation
+from flipsketch.ranking import rank_variants
 from flipsketch.tiny_model import TINY_NOTICE
 from flipsketch.trace import trace_frames
 
@@ -151,12 +153,22 @@ def run_record(animation: Animation, model: SketchModel, fps: int, files: dict[s
         "dtype": str(model.dtype).removeprefix("torch."),
         "versions": library_versions(),
         "stats": animation.stats,
+        # Variants best first by consistency with the sketch; "hidden": below params.min_score.
+        "score_method": animation.score_method,
+        "variants": [
+            {**entry, "folder": variant_folder(animation, entry["seed"])} for entry in animation.ranking or []
+        ],
         "peak_cpu_rss_bytes": peak_rss_bytes(),
         "files": files,
     }
     if model.is_tiny_random:
         record["notice"] = TINY_NOTICE
     return record
+
+
+def variant_folder(animation: Animation, seed: int) -> str:
+    """Where a variant's files go inside the result: "." for one, else variant_<seed>."""
+    return "." if len(animation.frames) == 1 else f"variant_{seed}"
 
 
 def write_animation(
@@ -172,13 +184,16 @@ def write_animation(
     """Write all outputs of `animation` to `out` atomically; return `out`.
 
     One variant goes straight into `out`; several go into `variant_<seed>/`.
+    Variants not yet ranked are ranked offline (chamfer similarity to `sketch`).
     `extra` is merged into run.json (an extension's parent segment)."""
     out = Path(out)
+    if animation.ranking is None:
+        rank_variants(animation, sketch, ChamferScorer())
     with atomic_folder(out, overwrite) as folder:
         sketch.save(folder / "sketch.png")
         files: dict[str, list[str]] = {}
         for seed, frames in zip(animation.seeds(), animation.frames, strict=True):
-            sub = "." if len(animation.frames) == 1 else f"variant_{seed}"
+            sub = variant_folder(animation, seed)
             files[sub] = write_clip(frames, folder / sub, fps, first_index)
         record = {**run_record(animation, model, fps, files), **(extra or {})}
         (folder / "run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")

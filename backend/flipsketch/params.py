@@ -11,6 +11,17 @@ from flipsketch.lora import LoraRef, check_loras, parse_loras
 
 TRAINED_FRAMES = 16
 MAX_FRAMES = 32
+REFERENCES = ("inversion", "released")  # how the reference trajectory is built (see pipeline)
+STANDARD_ALIGN_TOL = 0.02  # early-stopped alignment: the default ("standard") quality
+# Named quality presets: the parameters each sets (explicitly given fields win).
+QUALITY_PRESETS: dict[str, dict[str, Any]] = {
+    "draft": {"align": False},  # composition only, like the released demo app
+    "standard": {"align": True, "align_tol": STANDARD_ALIGN_TOL},  # early-stopped alignment
+    "paper": {"align": True, "align_tol": 0.0},  # the paper's fixed 10 x 10 alignment schedule
+}
+# Measured time of each preset over plain text-to-video sampling (`flipsketch bench`,
+# mid model, 10 frames, 256², 25 steps, CPU; docs/benchmarks.md). For UI tooltips.
+QUALITY_TIME_RATIOS: dict[str, float] = {"draft": 0.94, "standard": 1.94, "paper": 5.71}
 
 
 def typed_fields(cls: type, data: dict[str, Any], what: str, skip: frozenset[str] | set[str] = frozenset()) -> dict:
@@ -38,9 +49,16 @@ def typed_fields(cls: type, data: dict[str, Any], what: str, skip: frozenset[str
     return {k: float(v) if known[k].replace(" | None", "") == "float" and v is not None else v for k, v in data.items()}
 
 
+def quality_preset(name: Any) -> dict[str, Any]:
+    """The parameters a quality preset sets ({} for None or an unknown name,
+    which `validate` then reports)."""
+    return dict(QUALITY_PRESETS.get(name, {})) if isinstance(name, str) else {}
+
+
 @dataclass
 class AnimateParams:
-    """Everything that decides an animation; defaults are the paper's."""
+    """Everything that decides an animation; defaults are the paper's, except that
+    frame alignment stops early (quality "standard"; `align_tol=0` is paper-exact)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -55,7 +73,8 @@ class AnimateParams:
     align: bool = True
     align_iters: int = 10
     align_lr: float = 1e-3
-    align_tol: float = 0.0  # > 0: stop a step's alignment when the loss improves by less (relative)
+    align_tol: float = STANDARD_ALIGN_TOL  # > 0: stop a step's alignment when the loss improves by less
+    # (relative); 0 = the paper's fixed schedule
     compose_spatial: bool = True
     compose_temporal: bool = True
     width: int = 256
@@ -64,6 +83,9 @@ class AnimateParams:
     binarize: bool = True  # Otsu threshold the frames back to clean lines
     output_size: int | None = None  # longer side of the saved frames; None = generation size
     loras: list[LoraRef] = field(default_factory=list)  # style adapters applied on top of the model
+    reference: str = "inversion"  # "inversion" (ours) or "released" (the authors' construction), see pipeline
+    quality: str | None = None  # preset from QUALITY_PRESETS that from_dict expanded; None = fields as given
+    min_score: float | None = None  # variants scoring below are marked hidden (see scoring)
 
     def __post_init__(self) -> None:
         # Jobs and run.json store LoRAs as JSON objects; the sampler wants LoraRefs.
@@ -80,6 +102,7 @@ class AnimateParams:
         if not isinstance(data, dict):
             raise InputError("'params' must be a JSON object.", "Send {'prompt': '...', ...}.")
         kwargs = typed_fields(cls, data, "parameter", skip={"loras"})  # LoRAs: checked in __post_init__
+        kwargs = {**quality_preset(kwargs.get("quality")), **kwargs}
         if "prompt" not in data:
             raise InputError("Parameter 'prompt' is missing.", "Describe the motion, e.g. 'the cat turns its head'.")
         params = cls(**kwargs)
@@ -119,6 +142,14 @@ class AnimateParams:
             raise bad("align_iters/align_lr", "must be positive", "Use at least 1 iteration and a positive rate.")
         if self.output_size is not None and not 16 <= self.output_size <= 4096:
             raise bad("output_size", f"is {self.output_size}", "Use 16 to 4096 pixels.")
+        if self.reference not in REFERENCES:
+            raise bad("reference", f"is {self.reference!r}", f"Use one of: {', '.join(REFERENCES)}.")
+        if self.quality is not None and self.quality not in QUALITY_PRESETS:
+            raise bad("quality", f"is {self.quality!r}", f"Use one of: {', '.join(QUALITY_PRESETS)}.")
+        if self.align_tol < 0 or self.align_tol >= 1:
+            raise bad("align_tol", f"is {self.align_tol}", "Use 0 (paper-exact) or a relative tolerance below 1.")
+        if self.min_score is not None and not -1 <= self.min_score <= 1:
+            raise bad("min_score", f"is {self.min_score}", "Use a score between -1 and 1 (or none to show all).")
         check_loras(self.loras)
         notes = []
         if self.frames > TRAINED_FRAMES:

@@ -5,18 +5,37 @@ start from [x_T^r, noise…], then for every DDIM step optionally align the
 frames to the reference (i < τ1) and compose attention with the reference
 (i ≤ τ2), and finally decode. Step indices i count from 0 at the noisiest step.
 
-Two choices make it cheaper than the released code without changing the math:
+The reference trajectory x_t^r (which gives η and the recorded queries/keys)
+has two constructions, chosen by `params.reference`:
 
-* Inversion evaluates the UNet at the *current* level, ε(x_t^r, t, ∅), exactly
-  the mirror of a DDIM sampling step. Those evaluations are the reference
-  passes the sampler needs later (η for alignment, the recorded queries/keys
-  for composition), so they are computed once, during inversion, on one frame.
-  Only the top level x_T^r needs one extra single-frame pass.
-* Unconditional and conditional branches (all variants) go through the UNet as
-  one batch; composition touches only the conditional samples.
+* ``"inversion"`` (default, ours): one frame is inverted with the UNet
+  evaluated at the *current* level, ε(x_t^r, t, ∅), the mirror of a DDIM
+  sampling step, and the whole inversion trajectory is kept. Those
+  evaluations are the reference passes, so they are computed once, on one
+  frame. Only the top level x_T^r needs one extra single-frame pass.
+* ``"released"`` (the authors' code): the sketch is repeated as a 5-frame
+  static clip and inverted in the classic order, ε(x_{t−1}, t) then a step up,
+  and x_T^r is the mean over those frames. While sampling, the reference is
+  re-denoised from x_T^r with the null prompt as an F-copy video next to the
+  generation; that pass provides η (its frame 0) and the recorded queries/keys.
 
-Latents are kept in float32 (the "master" copy) and cast to the UNet's dtype
-per call, so alignment updates smaller than bf16 resolution are not lost.
+The two differ in the math, not only in cost. Their video passes equal
+single-frame passes to ~1e-6 while the UNet's temporal layers output zero (as
+in a freshly initialised model, whose temporal convolutions start at zero) and
+differ by tens of per cent on non-zero temporal weights, where the copies
+interact. Independently, the released inversion order and re-denoising follow
+a slightly different DDIM path, a discretisation difference that shrinks as
+the number of steps grows. Which is better on the trained weights is what the
+eval grid (`flipsketch eval --grid`) measures; ours costs one single-frame pass
+per step, the released one five frames per inversion step plus an F-frame pass
+per step up to max(τ1, τ2 + 1).
+
+Unconditional and conditional branches (all variants) go through the UNet as
+one batch; composition touches only the conditional samples. Latents are kept
+in float32 (the "master" copy) and cast to the UNet's dtype per call, so
+alignment updates smaller than bf16 resolution are not lost. The UNet output
+is turned into a noise prediction ε according to the scheduler's
+`prediction_type` (epsilon, v_prediction or sample).
 """
 
 from __future__ import annotations
@@ -43,6 +62,9 @@ class Animation:
     frames: list[list[Image.Image]]  # [variant][frame]
     params: AnimateParams
     stats: dict[str, Any] = field(default_factory=dict)
+    # Variants best first, [{"seed", "score", "hidden"}], once scored (ranking.rank_variants).
+    ranking: list[dict[str, Any]] | None = None
+    score_method: str | None = None
 
     def seeds(self) -> list[int]:
         return [self.params.seed + k for k in range(self.params.variants)]
@@ -50,7 +72,12 @@ class Animation:
     def as_segment(self) -> Animation:
         """The clip as the continuation of another: its frame 0 re-creates the
         parent's last frame (the reference), so it is dropped at the join."""
-        return Animation([frames[1:] for frames in self.frames], self.params, self.stats)
+        return Animation(
+            [frames[1:] for frames in self.frames], self.params, self.stats, self.ranking, self.score_method
+        )
+
+
+RELEASED_INVERSION_FRAMES = 5  # the released code inverts the sketch as a 5-frame static clip
 
 
 def ddim_move(x: torch.Tensor, eps: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor) -> torch.Tensor:
@@ -59,6 +86,19 @@ def ddim_move(x: torch.Tensor, eps: torch.Tensor, alpha_from: torch.Tensor, alph
     Sampling moves down (alpha grows), inversion moves up with the same formula."""
     x0 = (x - (1 - alpha_from).sqrt() * eps) / alpha_from.sqrt()
     return alpha_to.sqrt() * x0 + (1 - alpha_to).sqrt() * eps
+
+
+def to_noise(output: torch.Tensor, latents: torch.Tensor, scheduler: Any, t: int) -> torch.Tensor:
+    """The UNet's output as a noise prediction ε, for the scheduler's
+    `prediction_type` (checked when the model loads, see models.check_scheduler):
+    epsilon as is; v = √ᾱ·ε − √(1−ᾱ)·x_0 and sample = x_0 converted with x_t."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return output
+    alpha = torch.as_tensor(scheduler.alphas_cumprod[t], dtype=torch.float32, device=output.device)
+    if kind == "v_prediction":
+        return alpha.sqrt() * output + (1 - alpha).sqrt() * latents
+    return (latents - alpha.sqrt() * output) / (1 - alpha).sqrt()  # "sample"
 
 
 def sampling_schedule(model: SketchModel, steps: int) -> tuple[list[int], torch.Tensor]:
@@ -111,26 +151,62 @@ def decode(model: SketchModel, latents: torch.Tensor, chunk: int = 8) -> torch.T
 
 
 def postprocess(frame: np.ndarray, params: AnimateParams) -> Image.Image:
-    """RGB float frame -> clean grayscale line drawing at the output size."""
+    """RGB float frame (H, W, 3) in [0, 1] -> grayscale line drawing at the output size.
+
+    The grey frame is resized first (Lanczos) and Otsu-thresholded after, at
+    the output size, as the released code does at 1024²: the lines come out
+    strictly black/white with edges as smooth as the output grid allows."""
     import cv2
 
-    gray = (frame.mean(axis=-1) * 255).round().astype(np.uint8)
-    if params.binarize:
-        _, gray = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    image = Image.fromarray(gray, "L")
+    image = Image.fromarray((frame.mean(axis=-1) * 255).round().astype(np.uint8), "L")
     if params.output_size and params.output_size != max(image.size):
         scale = params.output_size / max(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    if params.binarize:
+        _, gray = cv2.threshold(np.asarray(image), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        image = Image.fromarray(gray, "L")
     return image
 
 
 @dataclass
 class Reference:
-    """What DDIM inversion of the sketch yields, per sampling step index i."""
+    """What DDIM inversion of the sketch yields, per sampling step index i
+    (the "inversion" construction: all steps known before sampling starts)."""
 
     latents: list[torch.Tensor]  # x_t^r
     eps: list[torch.Tensor]  # ε(x_t^r, t, ∅): the reference-alone prediction η
     records: dict[int, dict[str, torch.Tensor]]  # attention records for steps i ≤ τ2
+
+    def step(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """(x_t^r (1, C, 1, h, w), η (1, C, 1, h, w), records or None) for step i."""
+        return self.latents[i], self.eps[i], self.records.pop(i, None)
+
+
+class ReleasedReference:
+    """The released construction: the reference re-denoised from x_T^r with
+    the null prompt as an F-copy video, one pass per step while alignment or
+    composition still needs it; frame 0 of that pass is x_t^r and η."""
+
+    def __init__(self, sampler: FlipSketchSampler, top: torch.Tensor, null: torch.Tensor) -> None:
+        self.sampler = sampler
+        self.null = null
+        self.video = top.repeat(1, 1, sampler.params.frames, 1, 1)  # (1, C, F, h, w)
+        self.passes = sampler.reference_passes
+
+    def step(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        sampler, ctl = self.sampler, self.sampler.control
+        x = self.video
+        if i >= self.passes:
+            return x[:, :, :1], torch.empty(0), None
+        record = i <= sampler.compose_until
+        ctl.mode, ctl.records = (Mode.RECORD if record else Mode.PLAIN), {}
+        with torch.no_grad():
+            eps = sampler.unet(x, sampler.timesteps[i], self.null)
+        records = ctl.records if record else None
+        ctl.mode, ctl.records = Mode.PLAIN, {}
+        self.video = ddim_move(x, eps, sampler.alphas[i], sampler.alphas[i + 1])
+        sampler.progress.advance("reference", i + 1, self.passes, cost=x.shape[2])
+        return x[:, :, :1], eps[:, :, :1], records
 
 
 class FlipSketchSampler:
@@ -154,11 +230,17 @@ class FlipSketchSampler:
         self.align_steps = min(params.tau_align, params.steps) if params.align else 0
         self.cfg = params.guidance != 1.0
         branches = 2 if self.cfg else 1
+        released = params.reference == "released"
+        composing = params.tau_compose >= 0 and (params.compose_spatial or params.compose_temporal)
+        self.compose_until = min(params.tau_compose, params.steps - 1) if composing else -1  # last composed step
+        # Steps at which the released construction runs its reference video pass.
+        self.reference_passes = max(self.align_steps, self.compose_until + 1) if released else 0
         self.progress = Progress(
             progress,
             cancel,
             {
-                "invert": params.steps + 1,
+                "invert": params.steps * RELEASED_INVERSION_FRAMES if released else params.steps + 1,
+                "reference": self.reference_passes * frames,
                 "align": self.align_steps * params.align_iters * 3 * frames * variants,
                 "denoise": params.steps * branches * frames * variants,
                 "decode": frames * variants,
@@ -175,11 +257,12 @@ class FlipSketchSampler:
         self.stats: dict[str, Any] = {"notes": self.notes, "align_losses": []}
 
     def unet(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
-        """One UNet forward on fp32 latents (B, C, F, h, w); returns fp32 noise."""
+        """One UNet forward on fp32 latents (B, C, F, h, w); returns the fp32
+        noise prediction ε, converted from the scheduler's `prediction_type`."""
         self.unet_calls += 1
         model = self.model
         out = model.unet(latents.to(model.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
-        return out.float()
+        return to_noise(out.float(), latents, self.model.scheduler, t)
 
     def invert(self, z0: torch.Tensor, null: torch.Tensor) -> Reference:
         """DDIM inversion with the null prompt, recording the reference pass.
@@ -208,6 +291,19 @@ class FlipSketchSampler:
             self.progress.advance("invert", steps + 1 - i, steps + 1, cost=1)
         ctl.mode, ctl.records = Mode.PLAIN, {}
         return Reference(latents, eps_at, records)
+
+    def invert_released(self, z0: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
+        """The released code's inversion: z_0 repeated as a 5-frame static clip,
+        classic order ε(x_{t−1}, t) then a step up to level t, averaged over
+        the frames at the top. Returns x_T^r, (1, C, 1, h, w)."""
+        steps = self.params.steps
+        x = z0.repeat(1, 1, RELEASED_INVERSION_FRAMES, 1, 1)
+        for i in range(steps - 1, -1, -1):
+            with torch.no_grad():
+                eps = self.unet(x, self.timesteps[i], null)
+            x = ddim_move(x, eps, self.alphas[i + 1], self.alphas[i])
+            self.progress.advance("invert", steps - i, steps, cost=RELEASED_INVERSION_FRAMES)
+        return x.mean(dim=2, keepdim=True)
 
     def align_frames(
         self, latents: torch.Tensor, reference: torch.Tensor, target: torch.Tensor, t: int, cond: torch.Tensor
@@ -264,18 +360,24 @@ class FlipSketchSampler:
             self.progress.advance("encode", 1, 1, cost=0)
             z0 = encode_sketch(model, sketch, params)
             embeddings = model.encode_prompts([params.negative_prompt] * variants + [params.prompt] * variants)
-            reference = self.invert(z0, model.encode_prompts([""]))
+            null = model.encode_prompts([""])
+            reference: Reference | ReleasedReference
+            if params.reference == "released":
+                top = self.invert_released(z0, null)
+                reference = ReleasedReference(self, top, null)
+            else:
+                reference = self.invert(z0, null)
+                top = reference.latents[0]
             self.stats["invert_s"] = time.perf_counter() - started
-            latents = initial_latents(reference.latents[0], params)
+            latents = initial_latents(top, params)
             for i, t in enumerate(self.timesteps):
+                x_ref, eta, records = reference.step(i)
                 if i < self.align_steps:
-                    latents, losses = self.align_frames(
-                        latents, reference.latents[i], reference.eps[i], t, embeddings[variants:]
-                    )
+                    latents, losses = self.align_frames(latents, x_ref, eta, t, embeddings[variants:])
                     self.stats["align_losses"].append(losses)
-                compose = i in reference.records
+                compose = records is not None
                 if compose:
-                    ctl.records = reference.records.pop(i)
+                    ctl.records = records
                     ctl.spatial_frames = max(1, frames - i)
                 eps = self.predict_noise(latents, t, embeddings, compose)
                 latents = ddim_move(latents, eps, self.alphas[i], self.alphas[i + 1])

@@ -24,7 +24,7 @@ class CancelToken(threading.Event):
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    stage: str  # encode | invert | align | denoise | decode | train | done
+    stage: str  # encode | invert | reference | align | denoise | decode | train | done
     step: int  # 1-based step within the stage
     total: int  # steps in the stage
     fraction: float  # overall 0..1, weighted by cost

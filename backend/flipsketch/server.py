@@ -32,7 +32,7 @@ from flipsketch.errors import FlipSketchError, InputError
 from flipsketch.jobs import FINAL, Job, JobStore, Worker
 from flipsketch.lora import MAX_LORAS
 from flipsketch.models import ModelSource, source_from
-from flipsketch.params import MAX_FRAMES, AnimateParams
+from flipsketch.params import MAX_FRAMES, QUALITY_PRESETS, QUALITY_TIME_RATIOS, REFERENCES, AnimateParams
 from flipsketch.sketch import prepare_image, prepare_reference, rasterize_strokes
 
 API_VERSION = 1
@@ -220,6 +220,12 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
             "loaded_model": asdict(loaded.source) if loaded else None,
             "tiny_random_model": bool(loaded and loaded.is_tiny_random),
             "defaults": AnimateParams(prompt="").to_dict(),
+            # Quality presets (params "quality"): what each sets and its measured time over plain text-to-video.
+            "quality_presets": {
+                name: {"params": preset, "time_ratio": QUALITY_TIME_RATIOS[name]}
+                for name, preset in QUALITY_PRESETS.items()
+            },
+            "references": list(REFERENCES),
             "limits": {
                 "max_frames": MAX_FRAMES,
                 "max_body_bytes": MAX_BODY_BYTES,

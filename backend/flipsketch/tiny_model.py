@@ -30,6 +30,10 @@ _TOKENIZER_CORPUS = (
     "the flower sways in the wind; a fish swims in circles. a dancer spins on one leg."
 )
 
+# Widths of the tiny CLIP / X-CLIP metric models (tests of flipsketch.metrics).
+_TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}
+_TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}
+
 
 def published_config() -> dict[str, Any]:
     return json.loads(PUBLISHED_CONFIG.read_text(encoding="utf-8"))
@@ -129,4 +133,52 @@ def create_tiny_model(folder: str | Path, seed: int = 0, configs: dict[str, dict
         **{name: list(lib_cls) for name, lib_cls in COMPONENTS.items()},
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    return folder
+
+
+def create_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random CLIPModel + CLIPProcessor in the layout of
+    `openai/clip-vit-base-patch32` (config, weights, preprocessor and tokenizer files)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={**_TINY_TEXT, "vocab_size": _TINY_VOCAB, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={**_TINY_VISION, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    _write_tokenizer(folder, _TINY_VOCAB)
+    CLIPModel(config).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=CLIPTokenizer.from_pretrained(folder)).save_pretrained(folder)
+    return folder
+
+
+def create_tiny_xclip(folder: str | Path, seed: int = 0, num_frames: int = 4) -> Path:
+    """A tiny random XCLIPModel + XCLIPProcessor in the layout of
+    `microsoft/xclip-base-patch32`; the video encoder takes `num_frames` frames."""
+    import torch
+    from transformers import CLIPTokenizer, VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPProcessor
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = XCLIPConfig(
+        text_config={**_TINY_TEXT, "vocab_size": _TINY_VOCAB, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={
+            **_TINY_VISION,
+            **{"image_size": 32, "patch_size": 8, "num_frames": num_frames},
+            **{"mit_hidden_size": 16, "mit_intermediate_size": 64, "mit_num_hidden_layers": 1},
+            "mit_num_attention_heads": 4,
+        },
+        projection_dim=16,
+        prompt_layers=1,
+        prompt_num_attention_heads=4,
+    )
+    _write_tokenizer(folder, _TINY_VOCAB)
+    XCLIPModel(config).save_pretrained(folder)
+    # The published X-CLIP processors hold VideoMAE's video preprocessor.
+    images = VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    XCLIPProcessor(image_processor=images, tokenizer=CLIPTokenizer.from_pretrained(folder)).save_pretrained(folder)
     return folder
