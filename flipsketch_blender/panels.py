@@ -17,8 +17,9 @@ STATE_ICONS = {
 
 
 def job_summary(job) -> str:
-    """A job's row in the list: prompt, then object, frame and seed(s) (a
-    training run: its name); active jobs add their progress."""
+    """A job's row in the list: prompt, then object, frame, seed(s) and, once
+    ranked, the best variant's score (a training run: its name); active jobs
+    add their progress."""
     text = job.prompt[:40] or job.key
     if job.kind != JobKind.TRAIN:
         count = len(job.variants) or job.variant_count
