@@ -129,14 +129,27 @@ def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, place
 def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | None = None) -> dict:
     """File work for an import, done in the job's thread (no bpy): read the
     run record and traced strokes, and lay out the held image sequences.
-    `append_to` = (parent sequence folder, next file number) for an extension."""
+    `append_to` = (parent sequence folder, next file number) for an extension.
+    Variants come best first with their "score" and "hidden" (below the job's
+    min_score), as the run record ranks them; a record without a ranking
+    (an older backend) gives them in seed order, unranked (score -1)."""
     record = json.loads((results / "run.json").read_text(encoding="utf-8"))
+    unranked = [{"seed": seed, "folder": sub} for sub, seed in zip(record["files"], record["seeds"], strict=True)]
     variants = []
-    for sub, seed in zip(record["files"], record["seeds"], strict=True):  # written in seed order
-        folder = results / sub
+    for entry in record.get("variants") or unranked:
+        folder = results / entry["folder"]
         traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
         sequence, number = (Path(append_to[0]), append_to[1]) if append_to else (None, 1)
-        variants.append({"seed": seed, "traced": traced, "first": str(hold_sequence(folder, timing, sequence, number))})
+        variants.append(
+            {
+                "seed": entry["seed"],
+                "score": entry.get("score", -1.0),
+                "hidden": entry.get("hidden", False),
+                "folder": entry["folder"],
+                "traced": traced,
+                "first": str(hold_sequence(folder, timing, sequence, number)),
+            }
+        )
     return {"record": record, "variants": variants}
 
 
@@ -147,7 +160,8 @@ def _record_job(job, layers: list[str], placement: Placement, prepared: dict) ->
 
 
 def import_results(job, ob, prepared: dict) -> list[str]:
-    """Bring every variant of a finished job into the scene (main thread); returns new layer names."""
+    """Bring the variants of `prepared` into the scene (main thread), the first
+    visible and the others hidden; returns the new layer names."""
     placement = Placement(**json.loads(job.placement))
     variants = prepared["variants"]
     layers = []

@@ -203,7 +203,7 @@ class FLIPSKETCH_OT_regenerate(bpy.types.Operator):
             )
             return {"CANCELLED"}
         params = {k: v for k, v in record["params"].items() if k != "lambda"}
-        params["seed"] = context.scene.flipsketch.seed
+        params["seed"], params["variants"] = context.scene.flipsketch.seed, 1  # one segment, the panel's seed
         extension = bool(old.parent_key)
         try:  # the same reference as the first time: the drawing at the segment's start
             strokes, _ = export_drawing(ob, old.frame, placement.frame(), only_layer=layer if extension else None)

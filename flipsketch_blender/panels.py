@@ -21,13 +21,16 @@ STATE_ICONS: "dict[str, IconItems]" = {
 
 
 def job_summary(job) -> str:
-    """A job's row in the list: prompt, then object, frame and seed(s) (a
-    training run: its name); active jobs add their progress."""
+    """A job's row in the list: prompt, then object, frame, seed(s) and, once
+    ranked, the best variant's score (a training run: its name); active jobs
+    add their progress."""
     text = job.prompt[:40] or job.key
     if job.kind != JobKind.TRAIN:
         count = len(job.variants) or job.variant_count
         seeds = f"seeds {job.seed}-{job.seed + count - 1}" if count > 1 else f"seed {job.seed}"
         text += f" · {job.object_name} f{job.frame} · {seeds}"
+        if job.variants and job.variants[0].score >= 0:  # ranked: the visible (best) variant's score
+            text += f" · score {job.variants[0].score:.3g}"
     if job.active:
         text += f" · {job.progress:.0%}"
     return text
@@ -71,7 +74,10 @@ def draw_job(layout: bpy.types.UILayout, job) -> None:
         box.label(text=job.message, icon="ERROR" if job.state == JobState.FAILED else "INFO")
     for variant in job.variants:
         score = f" · score {variant.score:.3g}" if variant.score >= 0 else ""
-        box.label(text=f"{variant.layer} · seed {variant.seed}{score}", icon="OUTLINER_DATA_GP_LAYER")
+        if variant.layer:
+            box.label(text=f"{variant.layer} · seed {variant.seed}{score}", icon="OUTLINER_DATA_GP_LAYER")
+        else:
+            box.label(text=f"Not imported · seed {variant.seed}{score}", icon="FILE_FOLDER")
     if job.active:
         return
     row = box.row(align=True)
@@ -98,6 +104,7 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
         row.prop(settings, "seed")
         row.operator("flipsketch.new_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "variants")
+        layout.prop(settings, "quality")
         row = layout.row(align=True)
         row.prop(settings, "draft", toggle=True)
         sub = row.row(align=True)
@@ -107,8 +114,18 @@ class FLIPSKETCH_PT_main(bpy.types.Panel):
         layout.prop(settings, "show_advanced", icon="TRIA_DOWN" if settings.show_advanced else "TRIA_RIGHT")
         if settings.show_advanced:
             box = layout.box()
-            for name in ("negative_prompt", "steps", "guidance", "align", "tau_align", "tau_compose"):
+            for name in ("negative_prompt", "steps", "guidance"):
                 box.prop(settings, name)
+            row = box.row()
+            row.enabled = settings.quality != "draft"  # Draft runs no alignment
+            row.prop(settings, "tau_align")
+            for name in ("tau_compose", "reference", "released_input_range"):
+                box.prop(settings, name)
+            row = box.row(align=True)
+            row.prop(settings, "use_min_score")
+            sub = row.row(align=True)
+            sub.enabled = settings.use_min_score
+            sub.prop(settings, "min_score")
         draw_loras(layout, context)  # pyright: ignore[reportArgumentType]  Panel.layout is set during draw()
         row = layout.row(align=True)
         row.operator("flipsketch.animate", icon="PLAY")

@@ -22,6 +22,39 @@ TIMINGS = [
 SIZE_MIN, SIZE_MAX, SIZE_STEP = 64, 1024, 8  # what the backend accepts (flipsketch.params)
 TRAINED_SIZE, DRAFT_SIZE = 256, 128
 MOTION_HELP = "0 = stays close to your drawing, 1 = most motion"
+# Measured time of each quality preset over plain text-to-video sampling: a copy of the
+# backend's flipsketch.params.QUALITY_TIME_RATIOS (the add-on cannot import the backend;
+# a test keeps the two equal).
+QUALITY_TIME_RATIOS = {"draft": 0.94, "standard": 1.94, "paper": 5.71}
+QUALITIES = [
+    (
+        "draft",
+        "Draft",
+        "No frame alignment (composition only, like the released demo): "
+        f"{QUALITY_TIME_RATIOS['draft']}× the time of plain text-to-video",
+    ),
+    (
+        "standard",
+        "Standard",
+        "Frame alignment that stops early once the loss stops improving (default): "
+        f"{QUALITY_TIME_RATIOS['standard']}× the time of plain text-to-video",
+    ),
+    (
+        "paper",
+        "Paper-exact",
+        "The paper's fixed alignment schedule (10 iterations at each aligned step): "
+        f"{QUALITY_TIME_RATIOS['paper']}× the time of plain text-to-video",
+    ),
+]
+REFERENCES = [
+    ("inversion", "Inversion (ours)", "Reference frames from single-frame passes along the sketch's inversion"),
+    (
+        "released",
+        "Released",
+        "The authors' released construction: 5 inverted copies averaged, re-denoised as a video next to the "
+        "animation (slower; for A/B comparison)",
+    ),
+]
 
 
 def _snap_size(self, _context) -> None:
@@ -38,6 +71,9 @@ class FLIPSKETCH_PG_variant(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", description="The seed this variant was made with")
     score: FloatProperty(
         name="Score", default=-1.0, description="Ranking score of this variant, higher is better (-1: not ranked)"
+    )
+    folder: StringProperty(
+        name="Folder", default=".", description="The variant's folder inside the job's output folder"
     )
 
 
@@ -71,7 +107,11 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     variant_count: IntProperty(name="Variants", default=1, description="Variants asked for")
     placement: StringProperty(name="Placement", description="JSON: where results go back (export.Placement)")
     shot_name: StringProperty(name="Shot", description="The storyboard shot this job animates")
-    variants: CollectionProperty(type=FLIPSKETCH_PG_variant, name="Variants", description="The imported variants")
+    variants: CollectionProperty(
+        type=FLIPSKETCH_PG_variant,
+        name="Variants",
+        description="The variants, best first; those imported name their layer, the first is the visible one",
+    )
     target_layer: StringProperty(name="Target layer", description="Extension, regeneration: the layer it writes on")
     sequence_object: StringProperty(name="Image sequence", description="The image empty showing the first variant")
     parent_key: StringProperty(name="Parent", description="An extension's parent: the job it continues")
@@ -87,8 +127,8 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
         return self.state in ACTIVE_STATES
 
     def layer_names(self) -> list[str]:
-        """The layers holding this job's result, one per variant."""
-        return [variant.layer for variant in self.variants]
+        """The layers holding this job's result, best variant first (variants not imported have none)."""
+        return [variant.layer for variant in self.variants if variant.layer]
 
 
 class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
@@ -126,7 +166,36 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
     guidance: FloatProperty(
         name="Guidance", default=9.0, min=0, max=30, description="How closely the motion follows the prompt (9: paper)"
     )
-    align: BoolProperty(name="Frame alignment", default=True, description="Paper's full method; several times slower")
+    quality: EnumProperty(
+        name="Quality",
+        items=QUALITIES,
+        default="standard",
+        description="How much frame alignment runs: more keeps the frames closer to the drawing, and is slower",
+    )
+    reference: EnumProperty(
+        name="Reference",
+        items=REFERENCES,
+        default="inversion",
+        description="How the reference trajectory (the drawing's own path through the noise levels) is built",
+    )
+    released_input_range: BoolProperty(
+        name="Released input range",
+        default=False,
+        description="Feed the drawing to the VAE in [0, 1] like the released code, not [-1, 1] (for A/B comparison)",
+    )
+    use_min_score: BoolProperty(
+        name="Hide failures",
+        default=False,
+        description="Import only the variants that score at least Min score (the others' files stay in the folder)",
+    )
+    min_score: FloatProperty(
+        name="Min score",
+        default=0.5,
+        min=-1,
+        max=1,
+        description="Lowest score a variant is imported with: the similarity of its frames to the drawing "
+        "(offline line similarity 0-1, or CLIP when the backend has a CLIP model: the released app uses 0.9)",
+    )
     tau_align: IntProperty(
         name="Align steps (τ1)", default=10, min=0, max=200, description="Denoising steps with frame alignment"
     )
@@ -149,7 +218,7 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
         "larger is slower",
     )
     draft: BoolProperty(
-        name="Draft",
+        name="Preview",
         default=False,
         description=f"Fast preview: generate at {DRAFT_SIZE} px whatever the size; turn off for the final animation",
     )
@@ -177,7 +246,9 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
 
     def params(self) -> dict:
         """What every new job sends; "loras" only when some are enabled, so
-        that backends without LoRA support keep accepting the jobs."""
+        that backends without LoRA support keep accepting the jobs, and
+        "min_score" only with Hide failures on. The quality preset sets the
+        alignment fields on the backend (flipsketch.params.QUALITY_PRESETS)."""
         size = DRAFT_SIZE if self.draft else self.resolution
         params = {
             "prompt": self.prompt,
@@ -188,12 +259,16 @@ class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):
             "variants": self.variants,
             "steps": self.steps,
             "guidance": self.guidance,
-            "align": self.align,
+            "quality": self.quality,
+            "reference": self.reference,
+            "released_input_range": self.released_input_range,
             "tau_align": self.tau_align,
             "tau_compose": self.tau_compose,
             "width": size,
             "height": size,
         }
+        if self.use_min_score:
+            params["min_score"] = self.min_score
         loras = addon_preferences(bpy.context).lora_params()
         if loras:
             params["loras"] = loras

@@ -251,26 +251,58 @@ def _target_layer(job, ob):
     return layer
 
 
-def _record_variants(job, layers: list[str], seeds: list[int]) -> None:
+def _imported_variants(prepared: dict) -> list[dict]:
+    """The variants to bring in, best first: those the backend did not mark
+    hidden (scored below the job's min_score). CompletionError when none is left."""
+    variants = prepared["variants"]
+    shown = [variant for variant in variants if not variant["hidden"]]
+    if not shown:
+        best, minimum = variants[0], prepared["record"]["params"].get("min_score")
+        raise CompletionError(
+            f"every variant scored below the minimum score {minimum:.3g} (best: {best['score']:.3g}, seed "
+            f"{best['seed']}), so none was imported; lower Min score or turn Hide failures off"
+        )
+    return shown
+
+
+def _record_variants(job, variants: list[dict], layers: list[str]) -> None:
+    """Every variant on the row, best first; the first len(layers) were
+    imported on those layers, the others (hidden by the minimum score, or a
+    storyboard shot's runners-up) are files only and have no layer."""
     job.variants.clear()
-    for layer, seed in zip(layers, seeds, strict=True):
-        variant = job.variants.add()
-        variant.layer, variant.seed = layer, seed
+    for index, variant in enumerate(variants):
+        row = job.variants.add()
+        row.layer = layers[index] if index < len(layers) else ""
+        row.seed, row.score, row.folder = variant["seed"], variant["score"], variant["folder"]
+    left_out = len(variants) - len(layers)
+    if left_out and variants[len(layers)]["hidden"]:
+        job.message = f"{left_out} variant(s) below the minimum score not imported; their files are in the folder."
+    elif left_out:
+        job.message = f"The best of {len(variants)} variants imported; the others' files are in the folder."
+
+
+def best_sequence_folder(job) -> Path:
+    """The held image sequence of the job's best imported variant."""
+    return Path(job.out_dir) / (job.variants[0].folder if job.variants else ".") / "sequence"
 
 
 def _finish_animate(job, data: dict) -> None:
     prepared = data["prepared"]
     ob = _target_object(job)
-    layers = importer.import_results(job, ob, prepared)
-    _record_variants(job, layers, [variant["seed"] for variant in prepared["variants"]])
+    shown = _imported_variants(prepared)
+    if job.shot_name:  # a storyboard shot keeps its best variant
+        shown = shown[:1]
+    layers = importer.import_results(job, ob, {**prepared, "variants": shown})
+    _record_variants(job, prepared["variants"], layers)
 
 
 def _finish_extend(job, data: dict) -> None:
     prepared = data["prepared"]
     ob = _target_object(job)
     _target_layer(job, ob)
-    layers = importer.import_extension(job, ob, prepared)
-    _record_variants(job, layers, [prepared["variants"][0]["seed"]])
+    shown = _imported_variants(prepared)
+    layers = importer.import_extension(job, ob, {**prepared, "variants": shown})
+    _record_variants(job, prepared["variants"], layers)
 
 
 def _finish_regenerate(job, data: dict) -> None:
@@ -280,8 +312,9 @@ def _finish_regenerate(job, data: dict) -> None:
     old = find_job(job.regenerates)
     if old is None:
         raise CompletionError(f"The segment's job {job.regenerates} was removed from the list")
-    layers = importer.replace_segment(job, old, ob, prepared)
-    _record_variants(job, layers, [prepared["variants"][0]["seed"]])
+    shown = _imported_variants(prepared)
+    layers = importer.replace_segment(job, old, ob, {**prepared, "variants": shown})
+    _record_variants(job, prepared["variants"], layers)
 
 
 def _finish_train(job, data: dict) -> None:

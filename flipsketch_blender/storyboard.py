@@ -6,8 +6,6 @@ Blender is closed and reopened, Animate Storyboard runs only the shots that
 are not done: nothing is done twice, nothing is lost.
 """
 
-from pathlib import Path
-
 import bpy
 from bpy.app.handlers import persistent
 
@@ -233,7 +231,7 @@ class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
         added = 0
         for shot in scene.flipsketch.shots:
             job = runtime.find_job(shot.job_key) if shot.state == "done" else None
-            files = sorted((Path(job.out_dir) / "sequence").glob("seq_*.png")) if job else []
+            files = sorted(runtime.best_sequence_folder(job).glob("seq_*.png")) if job else []
             if not files:
                 continue
             start, length = shot.frame_start, shot_length(shot)

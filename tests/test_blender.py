@@ -18,7 +18,7 @@ from .conftest import ROOT
 sys.path.insert(0, str(ROOT / "examples"))
 from scene import add_camera, add_drawing, addon_module, install_extension, pump_until_done
 
-FAST = dict(frames=4, steps=4, align=False, tau_compose=2)
+FAST = dict(frames=4, steps=4, quality="draft", tau_compose=2)
 SQUARE = {  # a plus sign, radius in square-frame units
     "schema": "flipsketch.strokes",
     "version": 1,
