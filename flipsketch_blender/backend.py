@@ -39,7 +39,7 @@ def backend_source() -> Path:
     raise FileNotFoundError("The FlipSketch backend source is missing from the add-on.")
 
 
-def _client_module():
+def client_library():
     """flipsketch/client.py (standard library only), loaded by path so that
     nothing is added to Blender's sys.path."""
     name = "flipsketch_blender_client"
@@ -71,7 +71,7 @@ class Settings:
 
 def connect(settings: Settings):
     """A client for a healthy server of our API version (starting one if managed)."""
-    client_module = _client_module()
+    client_module = client_library()
     if settings.mode == "REMOTE":
         client = client_module.Client(settings.url, settings.token or None)
     else:
@@ -227,7 +227,7 @@ def start_training(
     def submit(client) -> dict:
         try:
             return client.train(data, out, config, resume=resume, overwrite=overwrite)
-        except _client_module().ClientError as exc:
+        except client_library().ClientError as exc:
             if exc.field == "out" and exc.status == 422:  # the server's hint names command-line flags
                 raise BackendError(f"{exc.message} {RESUME_HINT}") from None
             raise

@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from .backend import client_library
 from .export import GENERATED_PREFIX, Placement
 from .gpencil import write_strokes
 
@@ -101,11 +102,12 @@ def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, place
 def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | None = None) -> dict:
     """File work for an import, done in the job's thread (no bpy): read the
     run record and traced strokes, and lay out the held image sequences.
-    `append_to` = (parent sequence folder, next file number) for an extension."""
+    `append_to` = (parent sequence folder, next file number) for an extension.
+    A run.json naming a folder outside `results` raises the client's error."""
     record = json.loads((results / "run.json").read_text(encoding="utf-8"))
     variants = []
     for sub, seed in zip(record["files"], record["seeds"], strict=True):  # written in seed order
-        folder = results / sub
+        folder = results if sub == "." else client_library().inside(results, sub)
         traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
         sequence, number = (Path(append_to[0]), append_to[1]) if append_to else (None, 1)
         variants.append({"seed": seed, "traced": traced, "first": str(hold_sequence(folder, timing, sequence, number))})
