@@ -21,7 +21,7 @@ from flipsketch.errors import FlipSketchError
 
 HEADER_TIMEOUT_S = 10.0  # from connecting (or the last response) to a complete request head
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
-MAX_CONNECTIONS = 128  # uvicorn's limit_concurrency: more get 503
+MAX_CONNECTIONS = 256  # uvicorn's limit_concurrency: more get 503
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
