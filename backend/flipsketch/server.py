@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
@@ -48,17 +49,14 @@ from flipsketch.sketch import prepare_image, prepare_reference, rasterize_stroke
 API_VERSION = 1
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
 BODY_TIMEOUT_S = 120.0  # to receive a whole request body once its head has arrived
-PARSE_SLOTS = threading.BoundedSemaphore(2)  # requests decoded at once (each may hold a large image)
+# Requests decoded at once (each may hold a large image). Waiting for a slot
+# happens on the event loop, so it never takes a thread from other routes.
+PARSE_SLOTS = anyio.CapacityLimiter(2)
 
 
 async def off_loop(function: Any, *args: Any) -> Any:
     """`function(*args)` in a worker thread, at most PARSE_SLOTS at a time."""
-
-    def bounded() -> Any:
-        with PARSE_SLOTS:
-            return function(*args)
-
-    return await run_in_threadpool(bounded)
+    return await anyio.to_thread.run_sync(function, *args, limiter=PARSE_SLOTS)
 
 
 def _error(status: int, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
@@ -240,7 +238,7 @@ def create_app(
         return {**job.public(), "files": store.result_files(job)}
 
     @app.get("/v1/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: needs no thread, so it always answers
         return {"ok": True, "api": API_VERSION, "version": __version__}
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
