@@ -41,6 +41,17 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def configured(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A server with an extra Host name, the docs on and its token from a file."""
+    folder = tmp_path_factory.mktemp("configured")
+    (folder / "token").write_text("from-the-file-0123456789\n")
+    options = ["--allow-host", "render-box.lan", "--docs", "--token-file", str(folder / "token")]
+    running = Server(tiny_model_dir, folder / "jobs", *options)
+    yield running
+    running.stop()
+
+
 def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
 
@@ -155,48 +166,39 @@ def test_restart_on_a_fixed_port_right_after_a_shutdown_with_a_client_connected(
         second.stop()
 
 
-def test_unknown_host_names_are_refused_and_allowed_ones_answered(tiny_model_dir: Path, tmp_path: Path) -> None:
-    running = Server(tiny_model_dir, tmp_path / "jobs", "--allow-host", "render-box.lan")
-    try:
-        for host, status in [
-            ("evil.example", 421),
-            ("evil.example:80", 421),
-            ("127.0.0.1.evil.example", 421),
-            ("localhost", 200),
-            (f"127.0.0.1:{running.info['port']}", 200),
-            (f"localhost:{running.info['port']}", 200),
-            ("RENDER-BOX.lan:8765", 200),
-        ]:
-            connection = http.client.HTTPConnection("127.0.0.1", running.info["port"], timeout=30)
-            connection.putrequest("GET", "/v1/jobs", skip_host=True)
-            connection.putheader("Host", host)
-            connection.putheader("Authorization", f"Bearer {running.info['token']}")
-            connection.endheaders()
-            response = connection.getresponse()
-            body = json.loads(response.read())
-            connection.close()
-            assert response.status == status, host
-            if status == 421:
-                assert body["error"]["field"] == "Host" and "--allow-host" in body["error"]["hint"]
-    finally:
-        running.stop()
+def test_unknown_host_names_are_refused_and_allowed_ones_answered(configured: Server) -> None:
+    running = configured
+    for host, status in [
+        ("evil.example", 421),
+        ("evil.example:80", 421),
+        ("127.0.0.1.evil.example", 421),
+        ("localhost", 200),
+        (f"127.0.0.1:{running.info['port']}", 200),
+        (f"localhost:{running.info['port']}", 200),
+        ("RENDER-BOX.lan:8765", 200),
+    ]:
+        connection = http.client.HTTPConnection("127.0.0.1", running.info["port"], timeout=30)
+        connection.putrequest("GET", "/v1/jobs", skip_host=True)
+        connection.putheader("Host", host)
+        connection.putheader("Authorization", f"Bearer {running.info['token']}")
+        connection.endheaders()
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        connection.close()
+        assert response.status == status, host
+        if status == 421:
+            assert body["error"]["field"] == "Host" and "--allow-host" in body["error"]["hint"]
 
 
-def test_docs_are_off_by_default_and_behind_the_token_when_on(
-    server: Server, tiny_model_dir: Path, tmp_path: Path
-) -> None:
+def test_docs_are_off_by_default_and_behind_the_token_when_on(server: Server, configured: Server) -> None:
     for path in ("/docs", "/redoc", "/openapi.json", "/v1/docs", "/v1/openapi.json"):
         status, body = raw(server, "GET", path)
         assert status == 404 and json.loads(body)["error"]["message"] == "Not Found", path
-    with_docs = Server(tiny_model_dir, tmp_path / "jobs", "--docs")
-    try:
-        for path in ("/v1/docs", "/v1/redoc", "/v1/openapi.json"):
-            assert raw(with_docs, "GET", path, token=None)[0] == 401
-            assert raw(with_docs, "GET", path)[0] == 200
-        assert "/v1/jobs" in json.loads(raw(with_docs, "GET", "/v1/openapi.json")[1])["paths"]
-        assert raw(with_docs, "GET", "/docs")[0] == 404
-    finally:
-        with_docs.stop()
+    for path in ("/v1/docs", "/v1/redoc", "/v1/openapi.json"):
+        assert raw(configured, "GET", path, token=None)[0] == 401
+        assert raw(configured, "GET", path)[0] == 200
+    assert "/v1/jobs" in json.loads(raw(configured, "GET", "/v1/openapi.json")[1])["paths"]
+    assert raw(configured, "GET", "/docs")[0] == 404
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
@@ -210,16 +212,11 @@ def test_ready_file_is_private_even_over_a_stale_world_readable_temp_file(tmp_pa
     assert not stale.exists()
 
 
-def test_token_comes_from_a_file_and_stays_off_the_command_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_token_comes_from_a_file_and_stays_off_the_command_line(configured: Server, tmp_path: Path) -> None:
+    assert configured.info["token"] == "from-the-file-0123456789"
+    assert "from-the-file" not in " ".join(configured.process.args)
+    assert raw(configured, "GET", "/v1/jobs", token="from-the-file-0123456789")[0] == 200
     token_file = tmp_path / "token"
-    token_file.write_text("from-the-file-0123456789\n")
-    running = Server(tiny_model_dir, tmp_path / "jobs", "--token-file", str(token_file))
-    try:
-        assert running.info["token"] == "from-the-file-0123456789"
-        assert "from-the-file" not in " ".join(running.process.args)
-        assert raw(running, "GET", "/v1/jobs", token="from-the-file-0123456789")[0] == 200
-    finally:
-        running.stop()
     token_file.write_text("\n")
     result = subprocess.run(
         [EXE, "serve", "--port", "0", "--jobs", str(tmp_path / "j2"), "--token-file", str(token_file)],
