@@ -7,57 +7,43 @@ training run only reports its LoRA folder. Threads never touch bpy: they put
 messages on a queue that `pump()` drains on the main thread (a
 `bpy.app.timers` callback), where job items are updated, results imported and
 trained LoRAs added to the preferences.
+
+The managed server is this Blender's own process: while it lives, no second
+one is started (two servers on one jobs folder would re-run each other's
+jobs); when it does not answer, the job waits and says "Backend busy". A
+server whose job worker has died is stopped and started again. Its output goes
+to `server.log`, rotated at LOG_BYTES.
 """
 
-import importlib.util
+import contextlib
 import json
+import logging
+import logging.handlers
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundled import client_library
 from .importer import prepare_results
 
-ADDON_DIR = Path(__file__).resolve().parent
 API_VERSION = 1
 START_TIMEOUT_S = 180
 OFFLINE_ADVICE = (
     "Blender's online access is off, so FlipSketch downloads nothing: "
     "turn on Allow Online Access in Preferences › System › Network."
 )
+BUSY_TIMEOUT_S = 300  # how long a job waits for its own managed server to answer
+LOG_BYTES = 2 * 2**20  # server.log is rotated beyond this; one older file is kept
 
 messages: "queue.Queue[tuple[str, str, dict]]" = queue.Queue()
 _active: dict[str, dict] = {}  # key -> {"cancel": Event, "client": Client, "job_id": str}
 _server_lock = threading.Lock()
 _server: dict = {}  # the managed process: {"process": Popen, "ready": Path}
-
-
-def backend_source() -> Path:
-    """The backend source: inside the installed extension, or beside it in a checkout."""
-    for candidate in (ADDON_DIR / "backend", ADDON_DIR.parent / "backend"):
-        if (candidate / "flipsketch" / "client.py").is_file():
-            return candidate
-    raise FileNotFoundError("The FlipSketch backend source is missing from the add-on.")
-
-
-def _client_module():
-    """flipsketch/client.py (standard library only), loaded by path so that
-    nothing is added to Blender's sys.path."""
-    name = "flipsketch_blender_client"
-    if name not in sys.modules:
-        path = backend_source() / "flipsketch" / "client.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise FileNotFoundError(f"The FlipSketch backend client {path} cannot be loaded.")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 class BackendError(Exception):
@@ -94,13 +80,14 @@ def offline_failure(message: str, online: bool) -> str:
     return f"{message} {OFFLINE_ADVICE} Or set the model to a downloaded model folder."
 
 
-def connect(settings: Settings):
-    """A client for a healthy server of our API version (starting one if managed)."""
-    client_module = _client_module()
+def connect(settings: Settings, on_wait: Callable[[str], None] | None = None):
+    """A client for a healthy server of our API version (starting one if
+    managed). `on_wait(message)` is called while the managed server is busy."""
+    client_module = client_library()
     if settings.mode == "REMOTE":
         client = client_module.Client(settings.url, settings.token or None)
     else:
-        client = _managed_client(settings, client_module)
+        client = _managed_client(settings, client_module, on_wait or (lambda message: None))
     try:
         health = client.health()
     except client_module.ClientError as exc:
@@ -113,23 +100,48 @@ def connect(settings: Settings):
     return client
 
 
-def _managed_client(settings: Settings, client_module):
+def _own_process_alive(ready: Path) -> bool:
+    process = _server.get("process")
+    return process is not None and process.poll() is None and _server.get("ready") == ready
+
+
+def _managed_client(settings: Settings, client_module, on_wait: Callable[[str], None]):
     state = Path(settings.state_dir)
     ready = state / "server.json"
     with _server_lock:
-        if ready.is_file():
-            info = json.loads(ready.read_text(encoding="utf-8"))
-            client = client_module.Client(info["url"], info["token"], timeout=5, retries=0)
-            ours = _server.get("process")
-            if ours is not None and _server.get("online") != settings.online:
-                stop_managed_server()  # started before online access changed: restart with the new setting
-            elif ours is None or ours.poll() is None:
-                try:
-                    client.health()
-                    return client_module.Client(info["url"], info["token"])
-                except client_module.ClientError:
-                    pass
+        if _server.get("process") is not None and _server.get("ready") != ready:
+            stop_managed_server()  # the backend folder was changed in the preferences
+        if _server.get("process") is not None and _server.get("online") != settings.online:
+            stop_managed_server()  # started before online access changed: restart with the new setting
+        waited_since = None
+        while True:
+            health = None
+            if ready.is_file():
+                info = json.loads(ready.read_text(encoding="utf-8"))
+                probe = client_module.Client(info["url"], info["token"], timeout=5, retries=0)
+                with contextlib.suppress(client_module.ClientError):
+                    health = probe.health()
+            if health is not None and health.get("worker_alive", True):
+                return client_module.Client(info["url"], info["token"])
+            if health is not None and _own_process_alive(ready):
+                stop_managed_server()  # it answers but runs no jobs: start it again
+            elif _own_process_alive(ready):  # starting, or too busy to answer: never start a second one
+                waited_since = waited_since or time.time()
+                if time.time() - waited_since > BUSY_TIMEOUT_S:
+                    raise BackendError(
+                        f"The backend (pid {_server['process'].pid}) has not answered for {BUSY_TIMEOUT_S} s; "
+                        f"see {state / 'server.log'}. Try again later, or restart Blender to stop it."
+                    )
+                on_wait(f"Backend busy: waiting for it to answer ({time.time() - waited_since:.0f} s).")
+                time.sleep(1.0)
+                continue
+            elif health is not None:
+                raise BackendError(
+                    f"The backend at {info['url']} (pid {info.get('pid')}) no longer runs jobs, and it was "
+                    "started by another Blender. Stop that process, then try again."
+                )
             ready.unlink(missing_ok=True)  # a server that died: start another
+            break
         if not Path(settings.python).is_file():
             raise BackendError("The backend is not installed. Open the add-on preferences and click Install backend.")
         state.mkdir(parents=True, exist_ok=True)
@@ -137,15 +149,20 @@ def _managed_client(settings: Settings, client_module):
         command += ["--jobs", str(state / "jobs"), "--parent-pid", str(os.getpid()), "--device", settings.device]
         if settings.model:
             command += ["--model", settings.model] + (["--subfolder", settings.subfolder] if settings.subfolder else [])
-        log = open(state / "server.log", "ab")  # noqa: SIM115  (kept open for the server's lifetime)
-        env = server_environment(settings.online)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _server.update(process=process, ready=ready, log=log, online=settings.online)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=server_environment(settings.online)
+        )
+        log = threading.Thread(target=_copy_log, args=(process.stdout, state / "server.log"), daemon=True)
+        log.start()
+        _server.update(process=process, ready=ready, online=settings.online)
         deadline = time.time() + START_TIMEOUT_S
         while not ready.is_file():
             if process.poll() is not None:
+                log.join(timeout=5)  # its last words, e.g. another server holds the jobs folder
+                lines = (state / "server.log").read_text(encoding="utf-8", errors="replace").splitlines()
                 raise BackendError(
-                    f"The backend stopped while starting (exit {process.returncode}); see {state / 'server.log'}."
+                    f"The backend stopped while starting (exit {process.returncode}): {' '.join(lines[-2:])} "
+                    f"See {state / 'server.log'}."
                 )
             if time.time() > deadline:
                 process.terminate()
@@ -155,7 +172,19 @@ def _managed_client(settings: Settings, client_module):
         return client_module.Client(info["url"], info["token"])
 
 
+def _copy_log(stream, path: Path) -> None:
+    """The managed server's output -> `path`, rotated at LOG_BYTES (runs
+    until the process closes its output)."""
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_BYTES, backupCount=1, encoding="utf-8")
+    try:
+        for line in stream:
+            handler.emit(logging.makeLogRecord({"msg": line.decode("utf-8", "replace").rstrip("\r\n")}))
+    finally:
+        handler.close()
+
+
 def stop_managed_server() -> None:
+    """Stop the server process this add-on started (and only that one)."""
     process = _server.get("process")
     if process is not None and process.poll() is None:
         process.terminate()
@@ -163,8 +192,7 @@ def stop_managed_server() -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-    if _server.get("log"):
-        _server["log"].close()
+            process.wait()
     _server.clear()
 
 
@@ -187,7 +215,7 @@ def _run_job(key: str, settings: Settings, task: Task) -> None:
 
     try:
         post("state", state="connecting")
-        client = connect(settings)
+        client = connect(settings, lambda message: post("state", state="connecting", message=message))
         if active["cancel"].is_set():
             post("state", state="cancelled", message="Cancelled before it was sent.")
             return
@@ -253,7 +281,7 @@ def start_training(
     def submit(client) -> dict:
         try:
             return client.train(data, out, config, resume=resume, overwrite=overwrite)
-        except _client_module().ClientError as exc:
+        except client_library().ClientError as exc:
             if exc.field == "out" and exc.status == 422:  # the server's hint names command-line flags
                 raise BackendError(f"{exc.message} {RESUME_HINT}") from None
             raise

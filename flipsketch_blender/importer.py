@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from .bundled import client_library
 from .export import GENERATED_PREFIX, Placement
 from .gpencil import write_strokes
 
@@ -132,12 +133,13 @@ def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | Non
     `append_to` = (parent sequence folder, next file number) for an extension.
     Variants come best first with their "score" and "hidden" (below the job's
     min_score), as the run record ranks them; a record without a ranking
-    (an older backend) gives them in seed order, unranked (score -1)."""
+    (an older backend) gives them in seed order, unranked (score -1).
+    A run.json naming a folder outside `results` raises the client's error."""
     record = json.loads((results / "run.json").read_text(encoding="utf-8"))
     unranked = [{"seed": seed, "folder": sub} for sub, seed in zip(record["files"], record["seeds"], strict=True)]
     variants = []
     for entry in record.get("variants") or unranked:
-        folder = results / entry["folder"]
+        folder = results if entry["folder"] == "." else client_library().inside(results, entry["folder"])
         traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
         sequence, number = (Path(append_to[0]), append_to[1]) if append_to else (None, 1)
         variants.append(

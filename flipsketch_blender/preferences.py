@@ -10,6 +10,7 @@ from pathlib import Path
 import bpy
 
 from . import backend
+from .bundled import backend_source
 
 ADDON = __name__.rpartition(".")[0]  # the add-on's module, e.g. bl_ext.user_default.flipsketch
 PUBLISHED_MODEL = "Hmrishav/t2v_sketch-lora"
@@ -42,7 +43,7 @@ class FLIPSKETCH_OT_install_backend(bpy.types.Operator):
             self.report({"ERROR"}, f"Nothing was installed. {backend.OFFLINE_ADVICE}")
             return {"CANCELLED"}
         target = Path(addon_preferences(context).backend_dir())
-        script = backend.backend_source() / "flipsketch_setup.py"
+        script = backend_source() / "flipsketch_setup.py"
         install_status.update(running=True, text=f"Installing into {target} (log: {target / 'install.log'})…")
 
         def work() -> None:

@@ -317,11 +317,31 @@ def _serve(args: argparse.Namespace) -> int:
         source_from(args.model, args.subfolder, args.revision),
         device,
         pick_dtype(args.dtype, device),
-        token=args.token or os.environ.get("FLIPSKETCH_TOKEN"),
+        token=_server_token(args),
         ready_file=Path(args.ready_file) if args.ready_file else None,
         parent_pid=args.parent_pid,
+        allow_hosts=args.allow_host,
+        docs=args.docs,
     )
     return 0
+
+
+def _server_token(args: argparse.Namespace) -> str | None:
+    """--token, else the first line of --token-file, else $FLIPSKETCH_TOKEN;
+    None: a random one. A file or the environment keeps the token out of the
+    process list, where other local users can read a command line."""
+    if args.token:
+        return args.token
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FlipSketchError(f"Cannot read the token file {args.token_file}: {exc}.", "Check the path.") from None
+        if not token:
+            raise FlipSketchError(f"The token file {args.token_file} is empty.", "Write the token on its first line.")
+        return token
+    return os.environ.get("FLIPSKETCH_TOKEN") or None
 
 
 def _train_lora(args: argparse.Namespace) -> int:
@@ -585,7 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--revision")
     serve.add_argument("--device", default="auto")
     serve.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    serve.add_argument("--token", help="bearer token (default: $FLIPSKETCH_TOKEN or a random one per start)")
+    serve.add_argument("--token", help="bearer token (other local users can see it: prefer --token-file)")
+    serve.add_argument("--token-file", help="read the bearer token from this file's first line")
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this Host name (repeatable; '*' for any). Default: the bound address, "
+        "localhost and 127.0.0.1 (and this machine's names and addresses when bound to 0.0.0.0)",
+    )
+    serve.add_argument("--docs", action="store_true", help="serve /v1/docs, /v1/redoc, /v1/openapi.json (token needed)")
     serve.add_argument("--ready-file", help="write port, token, pid and API version here once listening")
     serve.add_argument("--parent-pid", type=int, help="exit when this process ends")
     serve.set_defaults(func=_serve)

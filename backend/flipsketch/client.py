@@ -33,6 +33,28 @@ class ClientError(Exception):
         return f"{self.message} {self.hint}".strip()
 
 
+def inside(root: str | Path, name: str) -> Path:
+    """`root / name` for a relative name that a server or a record gave us,
+    refusing any name that could leave `root`.
+
+    Accepted: forward-slash paths of plain parts (`variant_0/frame_0000.png`).
+    Refused, with a ClientError: absolute names, drive letters and streams
+    (any `:`), backslash and UNC paths, `..` or empty parts, control characters.
+    The check is on the name itself, so it holds on every platform."""
+    bad = (
+        not isinstance(name, str)
+        or not name
+        or any(c in "\\:" or ord(c) < 32 for c in name)
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    )
+    if bad:
+        raise ClientError(
+            f"Refused the file name {name!r}: it would be written outside {root}.",
+            "The server or the results folder is not trustworthy; nothing was written outside the folder.",
+        )
+    return Path(root, *name.split("/"))
+
+
 class Client:
     """Talks to one FlipSketch server.
 
@@ -183,19 +205,29 @@ class Client:
         return self.job(job_id)
 
     def download(self, job_id: str, dest: str | Path) -> list[Path]:
-        """Fetch every result file into `dest`, which appears whole or not at all."""
+        """Fetch every result file into `dest`, which appears whole or not at all.
+
+        Raises ClientError, before anything is written, when the server lists a
+        name that would leave `dest` (see `inside`)."""
         job = self.job(job_id)
         if job["state"] != "done":
             raise ClientError(f"Job {job_id} is {job['state']}, it has no results.", "Wait until it is done.")
         dest = Path(dest)
+        names = job.get("files")
+        if not isinstance(names, list):
+            raise ClientError(f"The server listed no files for job {job_id}.", "Update the backend.")
+        for name in names:
+            inside(dest, name)
+        if len(set(names)) != len(names):
+            raise ClientError(f"The server listed a file of job {job_id} twice.", "Update the backend.")
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
         try:
-            for name in job["files"]:
-                target = partial / name
+            for name in names:
+                target = inside(partial, name)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                path = f"/v1/jobs/{job_id}/files/{urllib.parse.quote(name)}"
-                with self._open("GET", path) as response, open(target, "wb") as out:
+                path = f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/files/{urllib.parse.quote(name)}"
+                with self._open("GET", path) as response, open(target, "xb") as out:
                     shutil.copyfileobj(response, out)
             if dest.exists():
                 shutil.rmtree(dest)
@@ -203,4 +235,4 @@ class Client:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        return [dest / name for name in job["files"]]
+        return [inside(dest, name) for name in names]

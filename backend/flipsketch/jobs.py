@@ -192,7 +192,7 @@ class JobStore:
         result = self.folder(job.id) / "result"
         if job.state != DONE or not result.is_dir():
             return []
-        return sorted(p.relative_to(result).as_posix() for p in result.rglob("*") if p.is_file())
+        return sorted(p.relative_to(result).as_posix() for p in result.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 class Worker(threading.Thread):

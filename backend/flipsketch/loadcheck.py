@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from flipsketch.client import Client
 
@@ -30,14 +31,15 @@ SKETCH = {
 }
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], Client]:
+def start_server(workdir: Path, log: IO[bytes] | None = None) -> tuple[subprocess.Popen[bytes], Client]:
+    """The server with the tiny model; its output goes to `log` (default: stdout discarded)."""
     from flipsketch.tiny_model import create_tiny_model
 
     model = create_tiny_model(workdir / "tiny")
     ready = workdir / "ready.json"
     exe = shutil.which("flipsketch", path=str(Path(sys.executable).parent)) or "flipsketch"
     cmd = [exe, "serve", "--port", "0", "--jobs", str(workdir / "jobs"), "--model", str(model)]
-    process = subprocess.Popen([*cmd, "--ready-file", str(ready)], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen([*cmd, "--ready-file", str(ready)], stdout=log or subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 120
     while not ready.exists():
         if process.poll() is not None or time.time() > deadline:

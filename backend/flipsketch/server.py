@@ -5,6 +5,12 @@ worker (jobs.py). Everything is under /v1 and needs a bearer token except
 /v1/health. Results travel over HTTP, so a remote GPU box works like a local
 one. A ready-file (port, token, pid, API version), written atomically once the
 socket is bound, tells a parent process where the server is.
+
+Request bodies are decoded and sketches prepared in worker threads (at most
+PARSE_SLOTS at once), so a large drawing never stalls the event loop: health
+and progress keep answering. Only Host names of this server are served (DNS
+rebinding defence); the API docs are off unless asked for, and then need the
+token like everything else.
 """
 
 from __future__ import annotations
@@ -17,19 +23,24 @@ import hmac
 import json
 import os
 import secrets
-import socket
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flipsketch import __version__
-from flipsketch.errors import FlipSketchError, InputError
+from flipsketch.errors import InputError
+from flipsketch.folder_lock import lock_folder
 from flipsketch.jobs import FINAL, Job, JobStore, Worker
+from flipsketch.listener import KEEP_ALIVE_S, MAX_CONNECTIONS, TimedH11Protocol, allowed_hosts, bind, host_name
 from flipsketch.lora import MAX_LORAS
 from flipsketch.models import ModelSource, source_from
 from flipsketch.params import MAX_FRAMES, QUALITY_PRESETS, QUALITY_TIME_RATIOS, REFERENCES, AnimateParams
@@ -37,6 +48,15 @@ from flipsketch.sketch import prepare_image, prepare_reference, rasterize_stroke
 
 API_VERSION = 1
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
+BODY_TIMEOUT_S = 120.0  # to receive a whole request body once its head has arrived
+# Requests decoded at once (each may hold a large image). Waiting for a slot
+# happens on the event loop, so it never takes a thread from other routes.
+PARSE_SLOTS = anyio.CapacityLimiter(2)
+
+
+async def off_loop(function: Any, *args: Any) -> Any:
+    """`function(*args)` in a worker thread, at most PARSE_SLOTS at a time."""
+    return await anyio.to_thread.run_sync(function, *args, limiter=PARSE_SLOTS)
 
 
 def _error(status: int, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
@@ -136,13 +156,29 @@ def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
 
 
 async def json_body(request: Request) -> Any:
+    """The request's JSON, received within BODY_TIMEOUT_S and decoded off the event loop."""
     try:
-        return json.loads(await request.body())
+        raw = await asyncio.wait_for(request.body(), BODY_TIMEOUT_S)
+    except TimeoutError:
+        hint = "Check the connection; the body must arrive within two minutes."
+        raise HTTPException(408, {"message": "The request body arrived too slowly.", "hint": hint}) from None
+    try:
+        return await off_loop(json.loads, raw)
     except (ValueError, UnicodeDecodeError):
         raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
 
 
-def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = None, on_shutdown: Any = None) -> FastAPI:
+def create_app(
+    store: JobStore,
+    worker: Worker,
+    token: str,
+    on_startup: Any = None,
+    on_shutdown: Any = None,
+    hosts: set[str] | None = None,
+    docs: bool = False,
+) -> FastAPI:
+    """The API. `hosts`: Host header names served (None: any); `docs`: serve
+    /v1/docs, /v1/redoc and /v1/openapi.json (behind the token)."""
     stopping = threading.Event()
 
     @contextlib.asynccontextmanager
@@ -156,7 +192,9 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
         if on_shutdown:
             on_shutdown()
 
-    app = FastAPI(title="FlipSketch", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="FlipSketch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
@@ -170,8 +208,15 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
                 )
         return await call_next(request)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.middleware("http")  # added last, so it runs first
+    async def check_host(request: Request, call_next: Any) -> Any:
+        if hosts is not None and host_name(request.headers.get("host", "")) not in hosts:
+            hint = "Connect by this server's own address, or start it with --allow-host NAME."
+            return _error(421, "This server does not answer to that host name.", hint, "Host")
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)  # also unknown routes and methods: JSON, never plain text
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "hint": "", "field": None}
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse({"error": detail}, status_code=exc.status_code, headers=headers)
@@ -193,7 +238,7 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
         return {**job.public(), "files": store.result_files(job)}
 
     @app.get("/v1/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:  # on the event loop: needs no thread, so it always answers
         return {"ok": True, "api": API_VERSION, "version": __version__}
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
@@ -238,8 +283,8 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
 
     @v1.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
-        params, sketch, source, fps, segment = parse_job_request(await json_body(request))
-        return describe(store.submit(params, sketch, source, fps, segment))
+        params, sketch, source, fps, segment = await off_loop(parse_job_request, await json_body(request))
+        return describe(await run_in_threadpool(store.submit, params, sketch, source, fps, segment))
 
     @v1.post("/train", status_code=202)
     async def train(request: Request) -> dict[str, Any]:
@@ -285,18 +330,39 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
     @v1.get("/jobs/{job_id}/files/{name:path}")
     def file(job_id: str, name: str) -> FileResponse:
         job = job_or_404(job_id)
-        if name not in store.result_files(job):  # only listed files: no traversal, nothing unfinished
+        result = store.folder(job.id) / "result"
+        path = result / name
+        # Only listed files: no traversal, nothing unfinished; and no symbolic
+        # link anywhere below the result folder (it could point anywhere).
+        links = [p for p in (path, *path.parents) if p.is_relative_to(result) and p.is_symlink()]
+        if name not in store.result_files(job) or links:
             raise HTTPException(404, {"message": f"Job {job_id} has no file '{name}'.", "hint": "", "field": None})
-        return FileResponse(store.folder(job.id) / "result" / name)
+        return FileResponse(path)
+
+    if docs:
+
+        @v1.get("/openapi.json", include_in_schema=False)
+        def openapi() -> dict[str, Any]:
+            return app.openapi()
+
+        @v1.get("/docs", include_in_schema=False)
+        def swagger() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="FlipSketch API")
+
+        @v1.get("/redoc", include_in_schema=False)
+        def redoc() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/v1/openapi.json", title="FlipSketch API")
 
     app.include_router(v1)
     return app
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
-    """Atomically, readable by the owner only (it holds the token)."""
+    """Atomically, readable by the owner only (it holds the token): the temp
+    file is always made new, so a stale one's permissions never carry over."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(info, f)
     os.replace(tmp, path)
@@ -324,18 +390,19 @@ def serve(
     token: str | None = None,
     ready_file: Path | None = None,
     parent_pid: int | None = None,
+    allow_hosts: list[str] | None = None,
+    docs: bool = False,
 ) -> None:
+    """Serve until stopped. Raises FlipSketchError when the port is taken or
+    another server holds `jobs_dir` (see folder_lock)."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = bind(host, port)
     try:
-        sock.bind((host, port))
-    except OSError as exc:
+        jobs_lock = lock_folder(jobs_dir)
+    except BaseException:
         sock.close()
-        raise FlipSketchError(
-            f"Cannot listen on {host}:{port}: {exc.strerror}.",
-            "Another program uses that port: pick another --port, or --port 0 for a free one.",
-        ) from None
+        raise
     port = sock.getsockname()[1]
     token = token or secrets.token_urlsafe(32)
     store = JobStore(jobs_dir)
@@ -352,8 +419,16 @@ def serve(
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
 
-    app = create_app(store, worker, token, started, stopped)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    app = create_app(store, worker, token, started, stopped, allowed_hosts(host, allow_hosts or []), docs)
+    config = uvicorn.Config(
+        app,
+        http=TimedH11Protocol,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=MAX_CONNECTIONS,
+    )
+    server = uvicorn.Server(config)
     if parent_pid:
 
         def parent_died() -> None:
@@ -361,4 +436,5 @@ def serve(
 
         watch_parent(parent_pid, parent_died)
     worker.start()
-    server.run(sockets=[sock])
+    with jobs_lock:
+        server.run(sockets=[sock])

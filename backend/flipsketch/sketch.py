@@ -38,6 +38,7 @@ INK_LEVEL = 160  # gray values below this count as ink
 MIN_INK_FRACTION = 1e-4
 MARGIN = 0.04  # white border added around image files when fitted to the frame
 SUPERSAMPLE = 4  # stroke rasterisation anti-aliasing factor
+MAX_STROKE_POINTS = 250_000  # all strokes together: bounds the rasterising cost
 
 
 def load_image(source: str | Path | bytes) -> Image.Image:
@@ -151,7 +152,11 @@ def _parse_stroke(index: int, stroke: Any) -> tuple[np.ndarray, np.ndarray, floa
 
 
 def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256) -> Image.Image:
-    """Stroke polylines -> anti-aliased drawing (supersampled, box-filtered)."""
+    """Stroke polylines -> anti-aliased drawing (supersampled, box-filtered).
+
+    Each stroke is drawn only within its bounding box, so the cost follows the
+    strokes' extent and point count (at most MAX_STROKE_POINTS in all), not
+    the canvas size times the stroke count. Raises InputError naming the stroke."""
     if not isinstance(data, dict) or data.get("schema") != "flipsketch.strokes":
         raise InputError(
             "Stroke data is not in the flipsketch.strokes schema.", "Send {'schema': 'flipsketch.strokes', ...}."
@@ -165,15 +170,24 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
     if not isinstance(strokes, list):
         raise InputError("Stroke data has no 'strokes' list.", "Send at least one stroke.")
     big_w, big_h = width * SUPERSAMPLE, height * SUPERSAMPLE
-    ink = np.zeros((big_h, big_w), dtype=np.float32)
+    ink = np.zeros((big_h, big_w), dtype=np.uint8)
+    total_points = 0
     for index, stroke in enumerate(strokes):
         points, radius, opacity = _parse_stroke(index, stroke)
+        total_points += len(points)
+        if total_points > MAX_STROKE_POINTS:
+            raise _stroke_error(index, f"the drawing has more than {MAX_STROKE_POINTS} points in all; simplify it")
         if stroke.get("cyclic") is True and len(points) > 2:  # a closed stroke: its last point joins the first
             points, radius = np.vstack([points, points[:1]]), np.r_[radius, radius[:1]]
-        layer = Image.new("L", (big_w, big_h), 0)
-        draw = ImageDraw.Draw(layer)
         xy = points * (big_w, big_h) - 0.5  # PIL puts pixel centres at integers
         radii = np.maximum(radius * big_w, 0.5)
+        x0, y0 = np.maximum(np.floor((xy - radii[:, None]).min(axis=0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil((xy + radii[:, None]).max(axis=0)).astype(int) + 2, (big_w, big_h))
+        if x0 >= x1 or y0 >= y1:
+            continue  # wholly outside the frame
+        layer = Image.new("L", (int(x1 - x0), int(y1 - y0)), 0)
+        draw = ImageDraw.Draw(layer)
+        xy = xy - (x0, y0)
         for k in range(len(xy) - 1):
             (p0, r0), (p1, r1) = (xy[k], radii[k]), (xy[k + 1], radii[k + 1])
             length = math.hypot(*(p1 - p0))
@@ -183,8 +197,12 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
                 draw.polygon([tuple(q) for q in quad], fill=255)
         for (x, y), r in zip(xy, radii, strict=True):  # round caps and joints
             draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
-        np.maximum(ink, np.asarray(layer, dtype=np.float32) * opacity, out=ink)
-    gray = Image.fromarray((255 - ink).clip(0, 255).astype(np.uint8), "L").reduce(SUPERSAMPLE)
+        stroke_ink = np.asarray(layer)
+        if opacity < 1:  # rounded up, so that 255 - ink rounds the gray value down
+            stroke_ink = np.ceil(stroke_ink * np.float32(opacity)).astype(np.uint8)
+        box = ink[y0:y1, x0:x1]
+        np.maximum(box, stroke_ink, out=box)
+    gray = Image.fromarray(255 - ink, "L").reduce(SUPERSAMPLE)
     return normalise_drawing(gray, detect_inverted=False)
 
 
