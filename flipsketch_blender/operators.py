@@ -17,9 +17,10 @@ import bpy
 from . import backend, runtime, versions
 from .export import ExportError, Placement, export_drawing
 from .gpencil import gp_data
+from .job_states import JobKind, JobState
 from .preferences import ADDON
 from .projection import camera_frame, view_frame
-from .runtime import JobKind, JobSpec, JobState
+from .runtime import JobSpec
 
 
 class FLIPSKETCH_OT_animate(bpy.types.Operator):

@@ -5,8 +5,9 @@ from typing import TYPE_CHECKING
 
 import bpy
 
+from .job_states import JobKind, JobState
 from .preferences import addon_preferences
-from .runtime import JobKind, JobState, output_root
+from .runtime import output_root
 
 if TYPE_CHECKING:  # a stub-only module: Blender has no bpy.stub_internal
     from bpy.stub_internal.rna_enums import IconItems

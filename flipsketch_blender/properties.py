@@ -11,8 +11,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .job_states import ACTIVE_STATES, JobKind, JobState, enum_items
 from .preferences import addon_preferences
-from .runtime import ACTIVE_STATES, JobKind, JobState, enum_items
 
 TIMINGS = [
     ("1", "Ones", "A new drawing every frame"),

@@ -21,48 +21,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import bpy
 
 from . import backend, importer
 from .export import Placement
+from .job_states import ENDED_STATES, JobKind, JobState
 from .preferences import addon_preferences
-
-if TYPE_CHECKING:  # the row's type only: properties imports this module (JobKind, JobState) at run time
-    from .properties import FLIPSKETCH_PG_job
-
-
-class JobKind(StrEnum):
-    """What a job makes; each kind has its completion handler."""
-
-    ANIMATE = "animate"  # a new clip from a drawing (also each storyboard shot)
-    EXTEND = "extend"  # more drawings after a clip's last one, on its layer
-    REGENERATE = "regenerate"  # one segment made again, in its place
-    TRAIN = "train"  # a sketch-style LoRA (out_dir is its folder)
-
-
-class JobState(StrEnum):
-    """Where a job is; the first five are active (its thread runs)."""
-
-    STARTING = "starting"
-    CONNECTING = "connecting"
-    QUEUED = "queued"
-    RUNNING = "running"
-    DOWNLOADING = "downloading"
-    IMPORTED = "imported"  # the result is in the scene
-    DONE = "done"  # a training run's LoRA is in the list
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    REPLACED = "replaced"  # a segment that a regeneration replaced
-
-
-ACTIVE_STATES = frozenset(
-    {JobState.STARTING, JobState.CONNECTING, JobState.QUEUED, JobState.RUNNING, JobState.DOWNLOADING}
-)
-ENDED_STATES = frozenset({JobState.IMPORTED, JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+from .properties import FLIPSKETCH_PG_job, scene_settings
 
 # Progress weights: the backend's own work (its stages, weighted by cost), the
 # download, then the import; the row shows 100 % only once the result is in the scene.
@@ -71,15 +38,6 @@ DOWNLOAD_SHARE = 0.05
 
 PUMP_INTERVAL_S = 0.2
 pump_stats = {"longest_ms": 0.0}
-
-
-def enum_items(values: type[StrEnum], descriptions: dict[str, str]) -> list[tuple[str, str, str, int]]:
-    """EnumProperty items for a Python enum, numbered in declaration order
-    (saved files store the number: only append new members)."""
-    return [
-        (member.value, member.value.capitalize(), descriptions.get(member.value, ""), number)
-        for number, member in enumerate(values)
-    ]
 
 
 @dataclass
@@ -144,7 +102,7 @@ def find_job(key: str) -> "FLIPSKETCH_PG_job | None":
     if not key:
         return None
     for scene in bpy.data.scenes:
-        for job in scene.flipsketch.jobs:  # pyright: ignore[reportAttributeAccessIssue]  added by properties.register()
+        for job in scene_settings(scene).jobs:
             if job.key == key:
                 return job
     return None

@@ -11,9 +11,10 @@ from bpy.app.handlers import persistent
 
 from . import backend, runtime
 from .export import ExportError, export_drawing, scene_at
+from .job_states import ACTIVE_STATES, JobKind
 from .projection import camera_frame
 from .properties import scene_settings
-from .runtime import ACTIVE_STATES, JobKind, JobSpec
+from .runtime import JobSpec
 
 
 def shot_ranges(scene) -> list[tuple[str, int, int]]:

@@ -24,6 +24,7 @@ import bpy
 from . import runtime
 from .export import ExportError, export_drawing
 from .gpencil import gp_data
+from .job_states import JobKind
 from .preferences import addon_preferences
 from .projection import camera_frame
 from .properties import scene_settings
@@ -286,7 +287,7 @@ class FLIPSKETCH_OT_train_lora(bpy.types.Operator):
                 "Export Animation for Training, or choose another folder."
             )
         jobs = (job for scene in bpy.data.scenes for job in scene_settings(scene).jobs)
-        if any(job.kind == runtime.JobKind.TRAIN and job.active and job.out_dir == out for job in jobs):
+        if any(job.kind == JobKind.TRAIN and job.active and job.out_dir == out for job in jobs):
             return f"The LoRA {out} is being trained already: wait for that run, or cancel it."
         return ""
 
