@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import FlipSketchError, InputError
+from flipsketch.jsonio import write_json
 from flipsketch.lora import check_folder
 from flipsketch.lora import fingerprint as lora_fingerprint
 from flipsketch.params import AnimateParams
@@ -158,7 +159,7 @@ def run_board(
         report[shot.name] = {"state": "done", "seconds": round(result.stats["total_s"], 2)}
         log(f"{shot.name}: done")
     ordered = {shot.name: report[shot.name] for shot in shots}
-    (out / "report.json").write_text(json.dumps(ordered, indent=2), encoding="utf-8")
+    write_json(out / "report.json", ordered)
     write_animatic(shots, out)
     return ordered
 

@@ -252,12 +252,12 @@ def _serve(args: argparse.Namespace) -> int:
         token=args.token or os.environ.get("FLIPSKETCH_TOKEN"),
         ready_file=Path(args.ready_file) if args.ready_file else None,
         parent_pid=args.parent_pid,
+        allow_paths=args.allow_paths,
     )
     return 0
 
 
 def _train_lora(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -286,8 +286,9 @@ def _train_lora(args: argparse.Namespace) -> int:
     clips = load_clips(args.data, config.resolution, config.frames, config.keep_holds)  # before the model loads
     if args.check_data:
         from flipsketch.clips import write_previews
+        from flipsketch.train_config import claim_out
 
-        folder = write_previews(clips, Path(args.out) / "data-preview")
+        folder = write_previews(clips, claim_out(args.out) / "data-preview")
         for clip in clips:
             holds = f" ({clip.holds} held frames dropped)" if clip.holds else ""
             print(f"{clip.name}: {len(clip.frames)} drawings{holds}, caption: {clip.caption}")
@@ -418,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="bearer token (default: $FLIPSKETCH_TOKEN or a random one per start)")
     serve.add_argument("--ready-file", help="write port, token, pid and API version here once listening")
     serve.add_argument("--parent-pid", type=int, help="exit when this process ends")
+    serve.add_argument(
+        "--allow-path",
+        action="append",
+        dest="allow_paths",
+        metavar="FOLDER",
+        help="confine the model, LoRA, training data and output paths that requests name to this folder "
+        "(repeatable; for a shared or remote server)",
+    )
     serve.set_defaults(func=_serve)
 
     bench = commands.add_parser("bench", help="time plain text-to-video vs FlipSketch on one model (ratios)")

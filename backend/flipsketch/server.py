@@ -28,15 +28,18 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from flipsketch import __version__
-from flipsketch.errors import FlipSketchError, InputError
-from flipsketch.jobs import FINAL, Job, JobStore, Worker
+from flipsketch.errors import FlipSketchError, InputError, StorageError
+from flipsketch.jobs import FINAL, QUEUED, Job, JobStore, Worker
+from flipsketch.jsonio import dumps
 from flipsketch.lora import MAX_LORAS
-from flipsketch.models import ModelSource, source_from
+from flipsketch.models import ModelSource
 from flipsketch.params import MAX_FRAMES, AnimateParams
 from flipsketch.sketch import prepare_image, prepare_reference, rasterize_strokes
+from flipsketch.validation import FieldError, Roots, check_tree, model_source, parse_json
 
 API_VERSION = 1
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
+MAX_FIRST_INDEX = 100_000  # frames already in a clip that a job extends
 
 
 def _error(status: int, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
@@ -44,11 +47,26 @@ def _error(status: int, message: str, hint: str = "", field: str | None = None) 
 
 
 def _input_error(exc: InputError, field: str | None = None) -> HTTPException:
-    return HTTPException(422, {"message": exc.message, "hint": exc.hint, "field": field})
+    """A 422 naming the field: `field` (the request's part) joined with the
+    FieldError's own field ("params" + "guidance" -> "params.guidance")."""
+    inner = exc.field if isinstance(exc, FieldError) else None
+    if inner and field:
+        inner = f"{field}{'' if inner.startswith('[') else '.'}{inner}"
+    return HTTPException(422, {"message": exc.message, "hint": exc.hint, "field": inner or field})
 
 
-def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None, int, dict | None]:
-    """Validate a job submission; every problem names its field.
+def _model(body: dict[str, Any], roots: Roots) -> ModelSource | None:
+    try:
+        return model_source(body, roots)
+    except InputError as exc:
+        raise _input_error(exc) from None
+
+
+def parse_job_request(
+    body: Any, roots: Roots | None = None
+) -> tuple[AnimateParams, Any, ModelSource | None, int, dict | None]:
+    """Validate a job submission; every problem names its field. Paths it names
+    (model, LoRAs) must lie inside `roots` when it has folders.
 
     `segment: {"first_index": n}` makes the job an extension: the sketch is the
     previous clip's last frame, used exactly, and frame 0 is dropped at the join."""
@@ -59,14 +77,17 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
         isinstance(segment, dict)
         and isinstance(segment.get("first_index"), int)
         and not isinstance(segment["first_index"], bool)
-        and segment["first_index"] >= 0
+        and 0 <= segment["first_index"] <= MAX_FIRST_INDEX
+        and set(segment) == {"first_index"}
     ):
-        hint = "Send {'first_index': <frames already in the clip>}."
+        hint = f"Send {{'first_index': <frames already in the clip, up to {MAX_FIRST_INDEX}>}}."
         raise HTTPException(422, {"message": "'segment' is malformed.", "hint": hint, "field": "segment"})
+    roots = roots or Roots()
     try:
-        params = AnimateParams.from_dict(body.get("params"))
+        params = AnimateParams.from_dict(body.get("params"), roots)
     except InputError as exc:
         raise _input_error(exc, "params") from None
+    source = _model(body, roots)
     has_png, has_strokes = "sketch_png" in body, "strokes" in body
     if has_png == has_strokes:
         raise HTTPException(
@@ -89,16 +110,13 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
     fps = body.get("fps", 10)
     if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 60:
         raise HTTPException(422, {"message": f"'fps' is {fps!r}.", "hint": "Use 1 to 60.", "field": "fps"})
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise HTTPException(422, {"message": "'model' must be a string.", "hint": "", "field": "model"})
-    source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
     return params, sketch, source, fps, segment
 
 
-def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
+def parse_train_request(body: Any, roots: Roots | None = None) -> tuple[dict[str, Any], ModelSource | None]:
     """Validate a training submission against the server's own files: the data
-    folder and the run folder are paths on this machine."""
+    folder and the run folder are paths on this machine (inside `roots` when it
+    has folders); `out` must be new, empty or a training run."""
     from flipsketch.train_config import TrainConfig, check_out
 
     if not isinstance(body, dict):
@@ -110,11 +128,13 @@ def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
     unknown = set(body) - {"data", "out", "config", "resume", "overwrite", "model", "subfolder", "revision"}
     if unknown:
         raise bad(sorted(unknown)[0], f"Unknown field '{sorted(unknown)[0]}'.", "See the training API in the README.")
-    data, out = body.get("data"), body.get("out")
-    if not isinstance(data, str) or not Path(data).expanduser().is_dir():
-        raise bad("data", f"Training data folder {data!r} does not exist on the server.", "Send a folder of clips.")
-    if not isinstance(out, str) or not out.strip():
-        raise bad("out", "'out' must name the LoRA folder to write.", "Send a folder path on the server.")
+    roots = roots or Roots()
+    try:
+        data, out = roots.path("data", body.get("data")), roots.path("out", body.get("out"))
+    except InputError as exc:
+        raise _input_error(exc) from None
+    if not data.is_dir():
+        raise bad("data", f"Training data folder '{data}' does not exist on the server.", "Send a folder of clips.")
     flags = {name: body.get(name, False) for name in ("resume", "overwrite")}
     for name, value in flags.items():
         if not isinstance(value, bool):
@@ -124,26 +144,35 @@ def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
     except InputError as exc:
         raise _input_error(exc, "config") from None
     try:
-        check_out(Path(out).expanduser(), **flags)
+        check_out(out, **flags)
     except InputError as exc:
-        raise _input_error(exc, "out") from None
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad("model", "'model' must be a string.", "")
-    source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
-    request = {"data": str(Path(data).expanduser()), "out": str(Path(out).expanduser()), "config": asdict(config)}
+        raise _input_error(exc) from None
+    source = _model(body, roots)
+    request = {"data": str(data), "out": str(out), "config": asdict(config)}
     return {**request, **flags}, source
 
 
 async def json_body(request: Request) -> Any:
+    """The body as strict JSON: 400 for what is not JSON, 422 naming the field
+    for NaN/Infinity, overflowing numbers, invalid UTF-8 and deep nesting."""
     try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
+        return parse_json(await request.body())
+    except FieldError as exc:
+        detail = {"message": exc.message, "hint": exc.hint, "field": exc.field}
+        raise HTTPException(400 if exc.field is None else 422, detail) from None
 
 
-def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = None, on_shutdown: Any = None) -> FastAPI:
+def create_app(
+    store: JobStore,
+    worker: Worker,
+    token: str,
+    on_startup: Any = None,
+    on_shutdown: Any = None,
+    roots: Roots | None = None,
+) -> FastAPI:
+    """The API; `roots` confines the paths requests may name (`serve --allow-path`)."""
     stopping = threading.Event()
+    roots = roots or Roots()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -176,6 +205,10 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse({"error": detail}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"Internal error: {type(exc).__name__}.", "Report this with the server's log.")
+
     def authorised(request: Request) -> None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
@@ -186,6 +219,9 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
     def job_or_404(job_id: str) -> Job:
         job = store.get(job_id)
         if job is None:
+            if job_id in store.unreadable:
+                hint = "Delete the job (DELETE /v1/jobs/<id>) to remove its folder."
+                raise HTTPException(404, {"message": f"Job '{job_id}' cannot be read.", "hint": hint, "field": None})
             raise HTTPException(404, {"message": f"No job '{job_id}'.", "hint": "", "field": None})
         return job
 
@@ -194,7 +230,16 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        return {"ok": True, "api": API_VERSION, "version": __version__}
+        """`ok` is false once the worker thread has died: restart the server."""
+        alive = worker.is_alive()
+        queued = sum(job.state == QUEUED for job in list(store.jobs.values()))
+        return {
+            "ok": alive,
+            "api": API_VERSION,
+            "version": __version__,
+            "worker": {"alive": alive, "running": worker.current.id if worker.current else None},
+            "queue": {"length": queued, "oldest_queued_s": store.oldest_queued_s()},
+        }
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
 
@@ -230,18 +275,36 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
             "queue_length": store.pending.qsize(),
         }
 
+    def stored(add: Any, *args: Any) -> dict[str, Any]:
+        """Queue a job; a disk that refuses its folder is a JSON 507 (full) or 503."""
+        try:
+            return describe(add(*args))
+        except StorageError as exc:
+            status = 507 if exc.disk_full else 503
+            raise HTTPException(status, {"message": exc.message, "hint": exc.hint, "field": None}) from None
+
     @v1.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
-        params, sketch, source, fps, segment = parse_job_request(await json_body(request))
-        return describe(store.submit(params, sketch, source, fps, segment))
+        return stored(store.submit, *parse_job_request(await json_body(request), roots))
 
     @v1.post("/train", status_code=202)
     async def train(request: Request) -> dict[str, Any]:
-        return describe(store.submit_training(*parse_train_request(await json_body(request))))
+        return stored(store.submit_training, *parse_train_request(await json_body(request), roots))
 
     @v1.get("/jobs")
     def list_jobs() -> dict[str, Any]:
-        return {"jobs": [describe(job) for job in sorted(store.jobs.values(), key=lambda j: j.created)]}
+        """Every job that can be served; records that cannot (unreadable after a
+        restart, or not valid JSON) are listed under `skipped` instead."""
+        jobs, skipped = [], [{"id": i, "reason": why} for i, why in list(store.unreadable.items())]
+        for job in sorted(list(store.jobs.values()), key=lambda j: j.created):
+            try:
+                described = describe(job)
+                check_tree(described)
+            except (OSError, InputError) as exc:
+                skipped.append({"id": job.id, "reason": str(exc)})
+                continue
+            jobs.append(described)
+        return {"jobs": jobs, "skipped": skipped}
 
     @v1.get("/jobs/{job_id}")
     def status(job_id: str) -> dict[str, Any]:
@@ -255,7 +318,8 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
 
     @v1.delete("/jobs/{job_id}")
     def delete(job_id: str) -> dict[str, Any]:
-        store.delete(job_or_404(job_id))
+        if not store.forget_unreadable(job_id):
+            store.delete(job_or_404(job_id))
         return {"deleted": job_id}
 
     @v1.get("/jobs/{job_id}/events")
@@ -269,7 +333,7 @@ def create_app(store: JobStore, worker: Worker, token: str, on_startup: Any = No
                 while sent < len(log):
                     event = log[sent]
                     sent += 1
-                    yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                    yield f"event: {event['type']}\ndata: {dumps(event)}\n\n"
                     if event["type"] == "state" and event["state"] in FINAL:
                         return  # decided by the event itself: no race with the worker
                 await asyncio.sleep(0.05)
@@ -318,6 +382,7 @@ def serve(
     token: str | None = None,
     ready_file: Path | None = None,
     parent_pid: int | None = None,
+    allow_paths: list[str] | None = None,
 ) -> None:
     import uvicorn
 
@@ -346,7 +411,7 @@ def serve(
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
 
-    app = create_app(store, worker, token, started, stopped)
+    app = create_app(store, worker, token, started, stopped, Roots(allow_paths))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     if parent_pid:
 

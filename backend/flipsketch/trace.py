@@ -65,7 +65,8 @@ def trace_frame(frame: Image.Image, tolerance: float = 0.8, min_length: int = 3)
     gray = np.asarray(frame.convert("L"))
     ink = gray < INK_LEVEL
     h, w = ink.shape
-    half_width = cv2.distanceTransform(ink.astype(np.uint8), cv2.DIST_L2, 3)
+    # capped: a frame without paper has no finite distance to it
+    half_width = np.minimum(cv2.distanceTransform(ink.astype(np.uint8), cv2.DIST_L2, 3), max(h, w))
     strokes = []
     for path in _skeleton_paths(skeletonize(ink)):
         if len(path) < min_length:
