@@ -53,8 +53,13 @@ class ClipError(Exception):
     """One clip's problem; collected into a single InputError for the folder."""
 
 
+def _captions(name: str, clip: Path, data: Path) -> list[Path]:
+    """Where a clip's caption may be: in its folder, or <clip>.txt beside it."""
+    return ([clip / CAPTION] if clip.is_dir() else []) + [data / f"{name}.txt"]
+
+
 def _caption(name: str, clip: Path, data: Path) -> str:
-    candidates = ([clip / CAPTION] if clip.is_dir() else []) + [data / f"{name}.txt"]
+    candidates = _captions(name, clip, data)
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ClipError(f"'{name}' has no caption (looked for {' and '.join(map(str, candidates))})")
@@ -162,6 +167,11 @@ def load_clips(data: str | Path, resolution: int, min_frames: int, keep_holds: b
     if not entries:
         raise InputError(
             f"'{data}' holds no clips.",
+            "Add one folder of PNG frames (or a GIF/MP4) per animation, each with a caption .txt.",
+        )
+    if not any(p.is_file() for name, path in entries for p in _captions(name, path, data)):
+        raise InputError(  # not a training set: its entries are not listed
+            f"'{data}' holds no captioned clips.",
             "Add one folder of PNG frames (or a GIF/MP4) per animation, each with a caption .txt.",
         )
     clips, problems = [], []
