@@ -279,7 +279,7 @@ def test_allowed_paths_confine_requests_without_revealing_what_exists(tiny_model
         got, answer = post(running, "/v1/train", json.dumps({"data": str(root), "out": str(root / "lora")}))
         assert got == 202 and running.client.wait(answer["id"])["state"] == "failed"
         error = running.client.job(answer["id"])["error"]["message"]
-        assert error == f"'{root}' holds no captioned clips."  # its entries are not listed
+        assert error == f"'{root}' has no caption for any of its 2 entries, so it holds no clips."  # none listed
     finally:
         running.stop()
 

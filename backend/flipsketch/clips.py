@@ -170,9 +170,9 @@ def load_clips(data: str | Path, resolution: int, min_frames: int, keep_holds: b
             "Add one folder of PNG frames (or a GIF/MP4) per animation, each with a caption .txt.",
         )
     if not any(p.is_file() for name, path in entries for p in _captions(name, path, data)):
-        raise InputError(  # not a training set: its entries are not listed
-            f"'{data}' holds no captioned clips.",
-            "Add one folder of PNG frames (or a GIF/MP4) per animation, each with a caption .txt.",
+        raise InputError(  # maybe not a training set at all: its entries are not listed
+            f"'{data}' has no caption for any of its {len(entries)} entries, so it holds no clips.",
+            "Give each clip a caption: caption.txt in the clip's folder, or <clip>.txt beside it.",
         )
     clips, problems = [], []
     for name, path in entries:

@@ -201,9 +201,11 @@ class Roots:
 
     def path(self, name: str, value: Any) -> Path:
         """The path a request names, checked against the roots (not for existence)."""
+        if value is None:
+            raise FieldError(name, f"'{name}' is missing.", "Send a folder path on the server.")
         value = text(name, value, MAX_PATH, "Path")
         if not value.strip() or "\x00" in value:
-            raise FieldError(name, f"'{name}' is not a usable path.", "Send a folder path on the server.")
+            raise FieldError(name, f"'{name}' must name a folder on the server.", "Send a folder path on the server.")
         path = Path(value).expanduser()
         if self and not self.inside(path):
             raise FieldError(
