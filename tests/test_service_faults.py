@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from flipsketch.client import Client
+from flipsketch.client import Client, ClientError
 
 from .synthetic import write_clips
 from .test_service import FAST, PNG, ROOT, Server, raw
@@ -322,3 +322,17 @@ def not_strict(text: str) -> list[str]:
     found: list[str] = []
     json.loads(text, parse_constant=found.append)
     return found
+
+
+def test_training_never_touches_a_folder_that_is_not_a_run(server: Server, tmp_path: Path) -> None:
+    data, out = write_clips(tmp_path / "data", count=1), tmp_path / "mine"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "notes.txt").write_text("mine")
+    (out / "run.json").write_text("{}")
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(ClientError) as refused:
+            server.client.train(data, out, {"steps": 2, "resolution": 64, "frames": 4}, **flags)
+        assert refused.value.status == 422 and refused.value.field == "out"
+        assert refused.value.message == f"'{out}' is not empty and is not a FlipSketch training run."
+    assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "notes.txt", "run.json"]
+    assert (out / "run.json").read_text() == "{}"
