@@ -21,7 +21,6 @@ it will be shown later. Every problem in the folder is reported at once.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from flipsketch.errors import InputError
 from flipsketch.sketch import fit_to_frame, load_image, normalise_drawing, rasterize_strokes, to_gray_on_white
+from flipsketch.validation import parse_json
 
 IMAGE_FRAMES = {".png", ".jpg", ".jpeg"}
 VIDEOS = {".mp4", ".mov", ".webm", ".mkv"}
@@ -92,10 +92,10 @@ def _folder_frames(folder: Path, resolution: int) -> list[np.ndarray]:
         frames = []
         for path in strokes:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = parse_json(path.read_bytes(), f"Stroke frame '{path}'")
                 frames.append(np.asarray(rasterize_strokes(data, resolution, resolution)))
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                raise ClipError(f"stroke frame '{path}' is not valid JSON ({exc})") from None
+            except OSError as exc:
+                raise ClipError(f"stroke frame '{path}' cannot be read ({exc})") from None
             except InputError as exc:
                 if "blank" not in exc.message:
                     raise ClipError(f"stroke frame '{path}': {exc.message}") from None

@@ -18,7 +18,6 @@ fraction of the frame width (a number, or one per point); opacity is 0..1.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import InputError
-from flipsketch.validation import FieldError
+from flipsketch.validation import FieldError, parse_json
 
 MIN_SIDE = 16  # smaller images carry no drawing the model can use
 MAX_DECODE_PIXELS = 50_000_000  # decoding more than this risks memory exhaustion
@@ -211,9 +210,9 @@ def read_sketch(path: str | Path, width: int = 256, height: int = 256) -> Image.
     if path.suffix.lower() != ".json":
         return prepare_image(path, width, height)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_bytes(), f"Stroke file '{path}'")
     except FileNotFoundError:
         raise InputError(f"Sketch file '{path}' does not exist.", "Check the path.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"'{path}' is not valid stroke JSON ({exc}).", "Export the strokes again.") from None
+    except OSError as exc:
+        raise InputError(f"'{path}' cannot be read ({exc}).", "Check its permissions.") from None
     return rasterize_strokes(data, width, height)

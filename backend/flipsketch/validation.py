@@ -53,16 +53,17 @@ def _parse_float(literal: str) -> float | _Refused:
     return value if math.isfinite(value) else _Refused(literal)
 
 
-def parse_json(raw: bytes | str) -> Any:
-    """A request body as Python data, strictly (see the module docstring).
+def parse_json(raw: bytes | str, what: str = "The body") -> Any:
+    """A request body (or a JSON file: `what` names it) as Python data,
+    strictly (see the module docstring).
 
-    Raises FieldError naming the field (or None for the body as a whole)."""
+    Raises FieldError naming the field (or None for the text as a whole)."""
     try:
         data = json.loads(raw, parse_constant=_Refused, parse_float=_parse_float)
     except RecursionError:
-        raise FieldError(None, f"The body is nested deeper than {MAX_DEPTH} levels.", "Send flatter JSON.") from None
+        raise FieldError(None, f"{what} is nested deeper than {MAX_DEPTH} levels.", "Send flatter JSON.") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise FieldError(None, f"The body is not valid JSON ({exc}).", "Send a UTF-8 JSON object.") from None
+        raise FieldError(None, f"{what} is not valid JSON ({exc}).", "Send UTF-8 JSON.") from None
     check_tree(data)
     return data
 
