@@ -121,7 +121,7 @@ def _managed_client(settings: Settings, client_module, on_wait: Callable[[str], 
                 probe = client_module.Client(info["url"], info["token"], timeout=5, retries=0)
                 with contextlib.suppress(client_module.ClientError):
                     health = probe.health()
-            if health is not None and health.get("worker_alive", True):
+            if health is not None and health.get("worker", {}).get("alive", True):
                 return client_module.Client(info["url"], info["token"])
             if health is not None and _own_process_alive(ready):
                 stop_managed_server()  # it answers but runs no jobs: start it again

@@ -27,7 +27,7 @@ DEAD_WORKER = """
 import http.server, json, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"ok": True, "api": 1, "worker_alive": False}).encode()
+        body = json.dumps({"ok": False, "api": 1, "worker": {"alive": False, "running": None}}).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *args): pass
@@ -82,7 +82,7 @@ def test_a_backend_whose_worker_died_is_restarted_and_stop_stops_it(addon) -> No
     started = backend._server["process"]
     assert started is not stand_in and started.poll() is None
     assert client.health()["ok"] and json.loads(ready.read_text())["pid"] == started.pid
-    assert client.health().get("worker_alive", True)
+    assert client.health()["worker"]["alive"]
     backend.stop_managed_server()
     assert started.poll() is not None and backend._server == {}
 

@@ -28,12 +28,14 @@ PNG = (ROOT / "examples" / "cat.png").read_bytes()
 class Server:
     """One `flipsketch serve` subprocess with its own jobs folder."""
 
-    def __init__(self, model: Path, jobs: Path, *extra: str) -> None:
+    def __init__(self, model: Path, jobs: Path, *extra: str, launcher: list[str] | None = None) -> None:
+        """`launcher` runs `serve ARGS` instead of the installed `flipsketch` command."""
         self.ready = jobs.parent / f"ready-{jobs.name}.json"
         self.ready.unlink(missing_ok=True)
         exe = shutil.which("flipsketch", path=str(Path(sys.executable).parent))
         args = ["serve", "--port", "0", "--jobs", jobs, "--model", model, "--ready-file", self.ready, *extra]
-        self.process = subprocess.Popen([exe, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        command = [*(launcher or [exe]), *map(str, args)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 90
         while not self.ready.exists():
             assert self.process.poll() is None, self.process.stdout.read().decode()

@@ -137,5 +137,5 @@ def test_stroke_json_files_are_read(tmp_path: Path) -> None:
     path.write_text(json.dumps(strokes({"points": [[0.2, 0.2], [0.8, 0.8]]})))
     assert np.asarray(read_sketch(path, 64, 64))[32, 32] < 100
     path.write_text("{broken")
-    with pytest.raises(InputError, match="not valid stroke JSON"):
+    with pytest.raises(InputError, match="is not valid JSON"):
         read_sketch(path)

@@ -70,11 +70,12 @@ def test_cancelled_training_resumes_from_its_checkpoint(server: Server, tmp_path
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
-        ({"out": "x"}, "data", "does not exist"),
+        ({"out": "x"}, "data", "'data' is missing"),
+        ({"data": "no-such-folder", "out": "x"}, "data", "does not exist"),
         ({"data": ".", "out": ""}, "out", "must name"),
-        ({"data": ".", "out": "x", "config": {"ranks": 4}}, "config", "Unknown training option 'ranks'"),
-        ({"data": ".", "out": "x", "config": {"steps": "many"}}, "config", "'steps' must be int"),
-        ({"data": ".", "out": "x", "config": {"rank": 0}}, "config", "'rank' is 0"),
+        ({"data": ".", "out": "x", "config": {"ranks": 4}}, "config.ranks", "Unknown training option 'ranks'"),
+        ({"data": ".", "out": "x", "config": {"steps": "many"}}, "config.steps", "'steps' must be int"),
+        ({"data": ".", "out": "x", "config": {"rank": 0}}, "config.rank", "'rank' is 0"),
         ({"data": ".", "out": "x", "resume": "yes"}, "resume", "true or false"),
     ],
 )

@@ -30,10 +30,12 @@ from PIL import Image, ImageDraw
 
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import FlipSketchError, InputError
+from flipsketch.jsonio import write_json
 from flipsketch.lora import check_folder
 from flipsketch.lora import fingerprint as lora_fingerprint
 from flipsketch.params import AnimateParams
 from flipsketch.ranking import Scorer, rank_variants
+from flipsketch.validation import parse_json
 
 _SHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -77,11 +79,11 @@ def _board_error(
 def parse_board(path: Path) -> list[Shot]:
     """Read and check a board; every problem names the shot and field."""
     try:
-        board = json.loads(Path(path).read_text(encoding="utf-8"))
+        board = parse_json(Path(path).read_bytes(), f"Board file '{path}'")
     except FileNotFoundError:
         raise InputError(f"Board file '{path}' does not exist.", "Check the path.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"Board file '{path}' is not valid JSON ({exc}).", "Fix the JSON syntax.") from None
+    except OSError as exc:
+        raise InputError(f"Board file '{path}' cannot be read ({exc}).", "Check its permissions.") from None
     if not isinstance(board, dict) or board.get("schema") != "flipsketch.board":
         raise _board_error("file", "'schema' must be \"flipsketch.board\"")
     if board.get("version") != SCHEMA_VERSION:
@@ -176,7 +178,7 @@ def run_board(
         }
         log(f"{shot.name}: done")
     ordered = {shot.name: report[shot.name] for shot in shots}
-    (out / "report.json").write_text(json.dumps(ordered, indent=2), encoding="utf-8")
+    write_json(out / "report.json", ordered)
     write_animatic(shots, out)
     return ordered
 

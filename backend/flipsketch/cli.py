@@ -322,6 +322,7 @@ def _serve(args: argparse.Namespace) -> int:
         parent_pid=args.parent_pid,
         allow_hosts=args.allow_host,
         docs=args.docs,
+        allow_paths=args.allow_paths,
     )
     return 0
 
@@ -345,7 +346,6 @@ def _server_token(args: argparse.Namespace) -> str | None:
 
 
 def _train_lora(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -374,8 +374,9 @@ def _train_lora(args: argparse.Namespace) -> int:
     clips = load_clips(args.data, config.resolution, config.frames, config.keep_holds)  # before the model loads
     if args.check_data:
         from flipsketch.clips import write_previews
+        from flipsketch.train_config import claim_out
 
-        folder = write_previews(clips, Path(args.out) / "data-preview")
+        folder = write_previews(clips, claim_out(args.out) / "data-preview")
         for clip in clips:
             holds = f" ({clip.holds} held frames dropped)" if clip.holds else ""
             print(f"{clip.name}: {len(clip.frames)} drawings{holds}, caption: {clip.caption}")
@@ -618,6 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--docs", action="store_true", help="serve /v1/docs, /v1/redoc, /v1/openapi.json (token needed)")
     serve.add_argument("--ready-file", help="write port, token, pid and API version here once listening")
     serve.add_argument("--parent-pid", type=int, help="exit when this process ends")
+    serve.add_argument(
+        "--allow-path",
+        action="append",
+        dest="allow_paths",
+        metavar="FOLDER",
+        help="confine the model, LoRA, training data and output paths that requests name to this folder "
+        "(repeatable; for a shared or remote server)",
+    )
     serve.set_defaults(func=_serve)
 
     _add_eval_parser(commands)

@@ -21,7 +21,6 @@ it will be shown later. Every problem in the folder is reported at once.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from flipsketch.errors import InputError
 from flipsketch.sketch import fit_to_frame, load_image, normalise_drawing, rasterize_strokes, to_gray_on_white
+from flipsketch.validation import parse_json
 
 IMAGE_FRAMES = {".png", ".jpg", ".jpeg"}
 VIDEOS = {".mp4", ".mov", ".webm", ".mkv"}
@@ -53,8 +53,13 @@ class ClipError(Exception):
     """One clip's problem; collected into a single InputError for the folder."""
 
 
+def _captions(name: str, clip: Path, data: Path) -> list[Path]:
+    """Where a clip's caption may be: in its folder, or <clip>.txt beside it."""
+    return ([clip / CAPTION] if clip.is_dir() else []) + [data / f"{name}.txt"]
+
+
 def _caption(name: str, clip: Path, data: Path) -> str:
-    candidates = ([clip / CAPTION] if clip.is_dir() else []) + [data / f"{name}.txt"]
+    candidates = _captions(name, clip, data)
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ClipError(f"'{name}' has no caption (looked for {' and '.join(map(str, candidates))})")
@@ -87,10 +92,10 @@ def _folder_frames(folder: Path, resolution: int) -> list[np.ndarray]:
         frames = []
         for path in strokes:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = parse_json(path.read_bytes(), f"Stroke frame '{path}'")
                 frames.append(np.asarray(rasterize_strokes(data, resolution, resolution)))
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                raise ClipError(f"stroke frame '{path}' is not valid JSON ({exc})") from None
+            except OSError as exc:
+                raise ClipError(f"stroke frame '{path}' cannot be read ({exc})") from None
             except InputError as exc:
                 if "blank" not in exc.message:
                     raise ClipError(f"stroke frame '{path}': {exc.message}") from None
@@ -163,6 +168,11 @@ def load_clips(data: str | Path, resolution: int, min_frames: int, keep_holds: b
         raise InputError(
             f"'{data}' holds no clips.",
             "Add one folder of PNG frames (or a GIF/MP4) per animation, each with a caption .txt.",
+        )
+    if not any(p.is_file() for name, path in entries for p in _captions(name, path, data)):
+        raise InputError(  # maybe not a training set at all: its entries are not listed
+            f"'{data}' has no caption for any of its {len(entries)} entries, so it holds no clips.",
+            "Give each clip a caption: caption.txt in the clip's folder, or <clip>.txt beside it.",
         )
     clips, problems = [], []
     for name, path in entries:

@@ -401,7 +401,7 @@ def worker_alive(target: Target, timeout: float) -> bool:
     """Whether the worker still runs jobs: health says so (when it reports it)
     and a probe job finishes."""
     health = target.request("GET", "/v1/health", token=False)[1] or {}
-    if health.get("worker_alive") is False:
+    if health.get("worker", {}).get("alive") is False:
         return False
     probe = target.client.submit(JOB, strokes=SKETCH)["id"]
     deadline = time.time() + timeout

@@ -4,14 +4,19 @@ Each job is a folder `<jobs>/<id>/` holding `job.json` (state, parameters,
 progress, error), `sketch.png` (the prepared input) and, once finished,
 `result/` (written through `outputs.atomic_folder`, so it appears whole or not
 at all). The folder is the source of truth: a restarted server finds finished
-jobs, re-queues waiting ones and marks the one it was running as failed.
+jobs, re-queues waiting ones, marks the one it was running as failed, removes
+folders of submissions that never completed and reports (without serving)
+records it cannot read.
+
+The worker survives anything a job raises, including failures to record the
+job's state (a full disk, no file descriptors left): the state changes in
+memory, its event is always sent, and the record is written again once the
+disk takes it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import re
 import shutil
@@ -25,15 +30,18 @@ from typing import Any
 
 from PIL import Image
 
-from flipsketch.errors import Cancelled, FlipSketchError
+from flipsketch.errors import Cancelled, FlipSketchError, storage_error
+from flipsketch.jsonio import write_json
 from flipsketch.models import ModelSource, SketchModel, load_model
 from flipsketch.params import AnimateParams
 from flipsketch.progress import CancelToken, ProgressEvent
+from flipsketch.validation import FieldError, parse_json
 
 log = logging.getLogger("flipsketch.jobs")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL = {DONE, FAILED, CANCELLED}
+STATES = {QUEUED, RUNNING} | FINAL
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 OOM_HINT = "Try fewer frames or variants, --no-align, or a lower resolution; or use a GPU with more memory."
 
@@ -65,6 +73,23 @@ class Job:
         return asdict(self)
 
 
+def read_record(folder: Path) -> Job:
+    """The job recorded in `folder`/job.json, read strictly (valid UTF-8, finite
+    numbers, known state and kind, its own id); ValueError or TypeError otherwise."""
+    try:
+        data = parse_json((folder / "job.json").read_bytes())
+    except FieldError as exc:
+        raise ValueError(exc.message) from None
+    if not isinstance(data, dict):
+        raise ValueError("the record is not a JSON object")
+    job = Job(**data)
+    if job.id != folder.name or job.state not in STATES or job.kind not in ("animate", "train"):
+        raise ValueError(f"id {job.id!r}, state {job.state!r} or kind {job.kind!r} is not a job's")
+    if not isinstance(job.params, dict) or (job.kind == "train" and not isinstance(job.train, dict)):
+        raise ValueError("the record's parameters are malformed")
+    return job
+
+
 class JobStore:
     """The jobs folder plus, in memory, each job's event log for streaming."""
 
@@ -76,26 +101,35 @@ class JobStore:
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.tokens: dict[str, CancelToken] = {}
         self.pending: queue.Queue[str] = queue.Queue()
+        self.unreadable: dict[str, str] = {}  # job id -> why its record cannot be served
+        self.unsaved: set[str] = set()  # jobs whose latest state is not on disk yet
         self._recover()
 
     def _recover(self) -> None:
         """Load jobs left by an earlier server; nothing half-written survives."""
         found = []
-        for path in self.root.glob("*/job.json"):
-            try:
-                job = Job(**json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError):
-                log.warning("ignoring unreadable job record %s", path)
+        for folder in self.root.iterdir():
+            if not (_JOB_ID.match(folder.name) and folder.is_dir()):
                 continue
-            for partial in path.parent.glob(".result.partial-*"):
-                shutil.rmtree(partial, ignore_errors=True)
+            for partial in [*folder.glob(".result.partial-*"), *folder.glob(".job.json.tmp-*")]:
+                shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+            if not (folder / "job.json").exists():  # a submission that never completed (disk full, crash)
+                log.warning("removing half-made job folder %s", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            try:
+                job = read_record(folder)
+            except (OSError, ValueError, TypeError) as exc:  # reported by the job list, never served
+                log.warning("ignoring unreadable job record %s: %s", folder / "job.json", exc)
+                self.unreadable[folder.name] = f"job.json cannot be read: {exc}"
+                continue
             if job.state == RUNNING:
                 job.state, job.finished = FAILED, time.time()
                 job.error = {
                     "message": "The server stopped while this job was running.",
                     "hint": again(job),
                 }
-                self._write(job)
+                self._save(job)
             found.append(job)
         for job in sorted(found, key=lambda j: j.created):
             self.jobs[job.id] = job
@@ -112,10 +146,31 @@ class JobStore:
         return self.jobs.get(job_id) if _JOB_ID.match(job_id) else None
 
     def _write(self, job: Job) -> None:
-        path = self.folder(job.id) / "job.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(job.public(), indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(self.folder(job.id) / "job.json", job.public())
+        self.unsaved.discard(job.id)
+
+    def _save(self, job: Job) -> None:
+        """Write the record, or keep it for `flush` when the disk refuses it."""
+        try:
+            self._write(job)
+        except OSError as exc:
+            log.error("job %s: state not recorded (%s); will retry", job.id, exc)
+            self.unsaved.add(job.id)
+
+    def flush(self) -> None:
+        """Write the records the disk refused earlier (the worker calls this when idle)."""
+        with self.lock:
+            for job_id in list(self.unsaved):
+                job = self.jobs.get(job_id)
+                if job is None:
+                    self.unsaved.discard(job_id)
+                else:
+                    self._save(job)
+
+    def oldest_queued_s(self) -> float | None:
+        """Seconds the longest-waiting queued job has waited (None: none waits)."""
+        created = [job.created for job in list(self.jobs.values()) if job.state == QUEUED]
+        return time.time() - min(created) if created else None
 
     def _emit(self, job: Job, event: dict[str, Any]) -> None:
         self.events[job.id].append(event)
@@ -144,12 +199,18 @@ class JobStore:
         )
 
     def _add(self, job: Job, sketch: Image.Image | None = None) -> Job:
+        """Write the job's folder whole or not at all: StorageError (nothing left
+        behind) when the disk refuses it."""
         folder = self.folder(job.id)
-        folder.mkdir()
-        if sketch is not None:
-            sketch.save(folder / "sketch.png")
-        with self.lock:
+        try:
+            folder.mkdir()
+            if sketch is not None:
+                sketch.save(folder / "sketch.png")
             self._write(job)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise storage_error(exc, self.root) from None
+        with self.lock:
             self.jobs[job.id] = job
             self.events[job.id] = [{"type": "state", "state": QUEUED}]
             self.tokens[job.id] = CancelToken()
@@ -157,6 +218,9 @@ class JobStore:
         return job
 
     def set_state(self, job: Job, state: str, error: FlipSketchError | None = None) -> None:
+        """Change the state and send its event whatever happens; StorageError when
+        the record cannot be written, except for final states, whose record is
+        written again later (`flush`), so the job's end is never lost."""
         with self.lock:
             job.state = state
             if state == RUNNING:
@@ -165,11 +229,18 @@ class JobStore:
                 job.finished = time.time()
             if error is not None:
                 job.error = {"message": error.message, "hint": error.hint}
-            self._write(job)
             event: dict[str, Any] = {"type": "state", "state": state}
             if job.error:
                 event["error"] = job.error
             self._emit(job, event)
+            if state in FINAL:
+                self._save(job)
+                return
+            try:
+                self._write(job)
+            except OSError as exc:
+                self.unsaved.add(job.id)
+                raise storage_error(exc, self.folder(job.id)) from None
 
     def progress(self, job: Job, event: ProgressEvent) -> None:
         with self.lock:
@@ -187,6 +258,14 @@ class JobStore:
             self.jobs.pop(job.id, None)
         if job.state != RUNNING:
             shutil.rmtree(self.folder(job.id), ignore_errors=True)
+
+    def forget_unreadable(self, job_id: str) -> bool:
+        """Delete the folder of a record that could not be read; False if there is none."""
+        with self.lock:
+            if self.unreadable.pop(job_id, None) is None:
+                return False
+        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        return True
 
     def result_files(self, job: Job) -> list[str]:
         result = self.folder(job.id) / "result"
@@ -219,30 +298,38 @@ class Worker(threading.Thread):
     def run(self) -> None:
         try:  # warm up: the first job should not pay for loading the model
             self.model = load_model(self.default_model, dtype=self.dtype, device=self.device)
-        except FlipSketchError as exc:  # jobs will report it; the server stays up
+        except Exception as exc:  # jobs will report it; the server stays up
             log.warning("default model not loaded: %s", exc)
         while not self.stopping.is_set():
             try:
-                job_id = self.store.pending.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            job = self.store.jobs.get(job_id)
-            if job is None or job.state != QUEUED:
-                continue
-            self.current = job
-            try:
-                self.run_job(job)
-            finally:
-                self.current = None
-                if job.id not in self.store.jobs:  # deleted while it ran
-                    shutil.rmtree(self.store.folder(job.id), ignore_errors=True)
+                self.next_job()
+            except Exception:  # never let one job, or one failed write, stop the queue
+                log.error("worker error (the worker goes on):\n%s", traceback.format_exc())
+
+    def next_job(self) -> None:
+        if self.store.unsaved:
+            self.store.flush()
+        try:
+            job_id = self.store.pending.get(timeout=0.2)
+        except queue.Empty:
+            return
+        job = self.store.jobs.get(job_id)
+        if job is None or job.state != QUEUED:
+            return
+        self.current = job
+        try:
+            self.run_job(job)
+        finally:
+            self.current = None
+            if job.id not in self.store.jobs:  # deleted while it ran
+                shutil.rmtree(self.store.folder(job.id), ignore_errors=True)
 
     def run_job(self, job: Job) -> None:
         import torch
 
         store = self.store
-        store.set_state(job, RUNNING)
         try:
+            store.set_state(job, RUNNING)
             model = self.model_for(job)
             if job.kind == "train":
                 self.train(job, model)
@@ -256,6 +343,8 @@ class Worker(threading.Thread):
                 store.set_state(job, CANCELLED)
         except FlipSketchError as exc:
             store.set_state(job, FAILED, exc)
+        except OSError as exc:  # a full disk, no file descriptors left: the next jobs may run again
+            store.set_state(job, FAILED, storage_error(exc, store.folder(job.id)))
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

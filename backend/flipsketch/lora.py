@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flipsketch.errors import InputError
+from flipsketch.validation import MAX_PATH, FieldError, number, text
 
 if TYPE_CHECKING:
     from flipsketch.models import SketchModel
@@ -57,30 +57,34 @@ def parse_loras(value: Any) -> list[LoraRef]:
             refs.append(entry)
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or set(entry) - {"path", "weight"}:
-            raise InputError(
+            raise FieldError(
+                f"loras[{index}]",
                 f"LoRA {index} must be an object with a 'path' string and an optional 'weight' number.",
                 'Send {"path": "/folder/of/lora", "weight": 1.0}.',
             )
-        weight = entry.get("weight", 1.0)
-        if not isinstance(weight, int | float) or isinstance(weight, bool):
-            raise InputError(f"LoRA {index}: 'weight' must be a number, not {weight!r}.", "Use e.g. 0.8.")
-        refs.append(LoraRef(entry["path"], float(weight)))
+        path = text(f"loras[{index}].path", entry["path"], MAX_PATH, "LoRA")
+        refs.append(LoraRef(path, weight(index, entry.get("weight", 1.0))))
     return refs
+
+
+def weight(index: int, value: Any) -> float:
+    """A LoRA's weight: a finite number within ±MAX_WEIGHT."""
+    hint = f"Use a weight between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}."
+    return number(f"loras[{index}].weight", value, -MAX_WEIGHT, MAX_WEIGHT, "LoRA", hint=hint)
 
 
 def check_loras(refs: list[LoraRef]) -> list[Path]:
     """The resolved folders of a job's LoRAs; InputError for a list that cannot be applied."""
     if len(refs) > MAX_LORAS:
-        raise InputError(f"A job names {len(refs)} LoRAs.", f"Use at most {MAX_LORAS}.")
+        raise FieldError("loras", f"A job names {len(refs)} LoRAs.", f"Use at most {MAX_LORAS}.")
     seen: dict[Path, None] = {}  # ordered, like the job's list
-    for ref in refs:
-        if not math.isfinite(ref.weight) or abs(ref.weight) > MAX_WEIGHT:
-            raise InputError(
-                f"LoRA '{ref.path}' has weight {ref.weight}.", f"Use a weight between -{MAX_WEIGHT} and {MAX_WEIGHT}."
-            )
+    for index, ref in enumerate(refs):
+        weight(index, ref.weight)
         folder = check_folder(ref.path)
         if folder in seen:
-            raise InputError(f"LoRA '{ref.path}' is listed twice.", "List each LoRA once and set its weight.")
+            raise FieldError(
+                f"loras[{index}]", f"LoRA '{ref.path}' is listed twice.", "List each LoRA once and set its weight."
+            )
         seen[folder] = None
     return list(seen)
 

@@ -74,6 +74,11 @@ def source_from(name: str | None, subfolder: str | None = None, revision: str | 
     return ModelSource(name, subfolder, revision)
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the form of a Hugging Face id ("owner/name")."""
+    return bool(_HUB_ID.match(name))
+
+
 def pick_device(name: str = "auto") -> str:
     """ "auto" -> the best available accelerator, else the CPU."""
     import torch

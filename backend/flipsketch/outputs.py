@@ -7,7 +7,6 @@ half-written result where a user (or Blender) would pick it up.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -24,6 +23,7 @@ from PIL import Image
 
 from flipsketch import SCHEMA_VERSION, __version__
 from flipsketch.errors import InputError
+from flipsketch.jsonio import write_json
 from flipsketch.metrics import ChamferScorer
 from flipsketch.models import SketchModel
 from flipsketch.pipeline import Animation
@@ -106,7 +106,7 @@ def write_clip(frames: list[Image.Image], folder: Path, fps: int, first_index: i
     write_gif(frames, folder / "animation.gif", fps)
     write_mp4(frames, folder / "animation.mp4", fps)
     contact_sheet(frames).save(folder / "contact_sheet.png")
-    (folder / "strokes.json").write_text(json.dumps(trace_frames(frames)), encoding="utf-8")
+    write_json(folder / "strokes.json", trace_frames(frames), indent=None)
     return [*names, "animation.gif", "animation.mp4", "contact_sheet.png", "strokes.json"]
 
 
@@ -196,5 +196,5 @@ def write_animation(
             sub = variant_folder(animation, seed)
             files[sub] = write_clip(frames, folder / sub, fps, first_index)
         record = {**run_record(animation, model, fps, files), **(extra or {})}
-        (folder / "run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        write_json(folder / "run.json", record, default=str)
     return out

@@ -3,11 +3,12 @@ HTTP service validate requests before any model is touched)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flipsketch.errors import InputError
 from flipsketch.lora import LoraRef, check_loras, parse_loras
+from flipsketch.validation import MAX_PROMPT, FieldError, Roots, integer, number, text, typed_fields
 
 TRAINED_FRAMES = 16
 MAX_FRAMES = 32
@@ -23,30 +24,9 @@ QUALITY_PRESETS: dict[str, dict[str, Any]] = {
 # mid model, 10 frames, 256², 25 steps, CPU; docs/benchmarks.md). For UI tooltips.
 QUALITY_TIME_RATIOS: dict[str, float] = {"draft": 0.94, "standard": 1.94, "paper": 5.71}
 
-
-def typed_fields(cls: type, data: dict[str, Any], what: str, skip: frozenset[str] | set[str] = frozenset()) -> dict:
-    """Constructor arguments for dataclass `cls` from JSON: an unknown name or a
-    value of the wrong type is an InputError naming the field; ints become
-    floats where a float is expected. Fields in `skip` pass through unchecked."""
-    known = {f.name: f.type for f in fields(cls)}
-    for name, value in data.items():
-        if name not in known:
-            raise InputError(f"Unknown {what} '{name}'.", f"Known: {', '.join(known)}.")
-        if name in skip:
-            continue
-        expected = known[name].replace(" | None", "")
-        optional = known[name].endswith("| None")
-        ok = (value is None and optional) or {
-            "str": isinstance(value, str),
-            "bool": isinstance(value, bool),
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "float": isinstance(value, int | float) and not isinstance(value, bool),
-        }[expected]
-        if not ok:
-            raise InputError(
-                f"{what.capitalize()} '{name}' must be {expected}, not {value!r}.", "Fix the value's type."
-            )
-    return {k: float(v) if known[k].replace(" | None", "") == "float" and v is not None else v for k, v in data.items()}
+MAX_VARIANTS = 16
+MAX_GUIDANCE = 50.0
+MAX_ALIGN_ITERS = 200
 
 
 def quality_preset(name: Any) -> dict[str, Any]:
@@ -96,16 +76,21 @@ class AnimateParams:
         return 1.0 - self.motion
 
     @classmethod
-    def from_dict(cls, data: Any) -> AnimateParams:
+    def from_dict(cls, data: Any, roots: Roots | None = None) -> AnimateParams:
         """Parameters from JSON (HTTP jobs, storyboards), checked field by field:
-        an unknown name or a wrong type is an InputError naming the field."""
+        an unknown name, a wrong type or a value out of bounds is a FieldError
+        naming the field. LoRA paths must lie inside `roots` when it has any."""
         if not isinstance(data, dict):
             raise InputError("'params' must be a JSON object.", "Send {'prompt': '...', ...}.")
         kwargs = typed_fields(cls, data, "parameter", skip={"loras"})  # LoRAs: checked in __post_init__
         kwargs = {**quality_preset(kwargs.get("quality")), **kwargs}
         if "prompt" not in data:
-            raise InputError("Parameter 'prompt' is missing.", "Describe the motion, e.g. 'the cat turns its head'.")
+            raise FieldError(
+                "prompt", "Parameter 'prompt' is missing.", "Describe the motion, e.g. 'the cat turns its head'."
+            )
         params = cls(**kwargs)
+        for index, ref in enumerate(params.loras):
+            (roots or Roots()).path(f"loras[{index}].path", ref.path)
         params.validate()
         return params
 
@@ -113,43 +98,68 @@ class AnimateParams:
         return {**asdict(self), "lambda": self.lam}
 
     def validate(self) -> list[str]:
-        """Raise InputError naming the field and the fix; return warnings."""
+        """Raise a FieldError naming the field and the fix; return warnings.
 
-        def bad(name: str, problem: str, fix: str) -> InputError:
-            return InputError(f"Parameter '{name}' {problem}.", fix)
-
-        if not self.prompt or not self.prompt.strip():
-            raise bad("prompt", "is empty", "Describe the motion, e.g. 'the cat turns its head'.")
-        if not 2 <= self.frames <= MAX_FRAMES:
-            raise bad("frames", f"is {self.frames}", f"Use 2 to {MAX_FRAMES} frames.")
-        if not 1 <= self.steps <= 1000:
-            raise bad("steps", f"is {self.steps}", "Use 1 to 1000 DDIM steps (25 is the default).")
-        if not 0 <= self.motion <= 1:
-            raise bad("motion", f"is {self.motion}", "Use a motion strength between 0 and 1.")
-        if self.guidance < 0:
-            raise bad("guidance", f"is {self.guidance}", "Use a guidance scale >= 0 (9 is the default).")
-        if not 1 <= self.variants <= 16:
-            raise bad("variants", f"is {self.variants}", "Use 1 to 16 variants per job.")
-        if not 0 <= self.seed < 2**63:
-            raise bad("seed", f"is {self.seed}", "Use a seed between 0 and 2^63-1.")
+        Bounds: prompts up to MAX_PROMPT characters; frames 2..MAX_FRAMES;
+        steps 1..1000; guidance 0..MAX_GUIDANCE; motion 0..1; variants
+        1..MAX_VARIANTS; seed 0..2^63-1; width/height multiples of 8 in 64..1024;
+        tau_align 0..1000, tau_compose -1..1000; align_iters 1..MAX_ALIGN_ITERS;
+        align_lr in (0, 1]; align_tol 0..1; output_size 16..4096 or None;
+        reference in REFERENCES; quality in QUALITY_PRESETS or None; min_score -1..1 or None;
+        LoRA weights within ±MAX_WEIGHT. Every float must be finite."""
+        motion_hint = "Describe the motion, e.g. 'the cat turns its head'."
+        text("prompt", self.prompt, MAX_PROMPT, "Parameter")
+        if not self.prompt.strip():
+            raise FieldError("prompt", "Parameter 'prompt' is empty.", motion_hint)
+        text("negative_prompt", self.negative_prompt, MAX_PROMPT, "Parameter")
+        integer("frames", self.frames, 2, MAX_FRAMES, hint=f"Use 2 to {MAX_FRAMES} frames.")
+        integer("steps", self.steps, 1, 1000, hint="Use 1 to 1000 DDIM steps (25 is the default).")
+        number("motion", self.motion, 0, 1, hint="Use a motion strength between 0 and 1.")
+        number(
+            "guidance",
+            self.guidance,
+            0,
+            MAX_GUIDANCE,
+            hint=f"Use a guidance scale from 0 to {MAX_GUIDANCE:g} (9 is the default).",
+        )
+        integer("variants", self.variants, 1, MAX_VARIANTS, hint=f"Use 1 to {MAX_VARIANTS} variants per job.")
+        integer("seed", self.seed, 0, 2**63 - 1, hint="Use a seed between 0 and 2^63-1.")
         for name in ("width", "height"):
-            value = getattr(self, name)
-            if value % 8 or not 64 <= value <= 1024:
-                raise bad(name, f"is {value}", "Use a multiple of 8 between 64 and 1024 (256 is the trained size).")
-        if self.tau_align < 0 or self.tau_compose < -1:
-            raise bad("tau", "is negative", "Use τ1 >= 0 and τ2 >= -1 (−1 turns composition off).")
-        if self.align and (self.align_iters < 1 or self.align_lr <= 0):
-            raise bad("align_iters/align_lr", "must be positive", "Use at least 1 iteration and a positive rate.")
-        if self.output_size is not None and not 16 <= self.output_size <= 4096:
-            raise bad("output_size", f"is {self.output_size}", "Use 16 to 4096 pixels.")
+            value = integer(name, getattr(self, name), 64, 1024)
+            if value % 8:
+                raise FieldError(
+                    name,
+                    f"Parameter '{name}' is {value}.",
+                    "Use a multiple of 8 between 64 and 1024 (256 is the trained size).",
+                )
+        integer("tau_align", self.tau_align, 0, 1000, hint="Use τ1 from 0 to the number of steps.")
+        integer(
+            "tau_compose", self.tau_compose, -1, 1000, hint="Use τ2 from -1 (composition off) to the number of steps."
+        )
+        integer(
+            "align_iters",
+            self.align_iters,
+            1,
+            MAX_ALIGN_ITERS,
+            hint=f"Use 1 to {MAX_ALIGN_ITERS} iterations (10 is the default).",
+        )
+        number("align_lr", self.align_lr, 0, 1, low_open=True, hint="Use a small positive rate such as 1e-3.")
+        number("align_tol", self.align_tol, 0, 1, hint="Use 0 (no early stop) up to 1, e.g. 0.02.")
+        for name in ("align", "compose_spatial", "compose_temporal", "released_input_range", "binarize"):
+            if not isinstance(getattr(self, name), bool):
+                raise FieldError(name, f"Parameter '{name}' must be true or false.")
+        if self.output_size is not None:
+            integer("output_size", self.output_size, 16, 4096, hint="Use 16 to 4096 pixels.")
         if self.reference not in REFERENCES:
-            raise bad("reference", f"is {self.reference!r}", f"Use one of: {', '.join(REFERENCES)}.")
+            raise FieldError(
+                "reference", f"Parameter 'reference' is {self.reference!r}.", f"Use one of: {', '.join(REFERENCES)}."
+            )
         if self.quality is not None and self.quality not in QUALITY_PRESETS:
-            raise bad("quality", f"is {self.quality!r}", f"Use one of: {', '.join(QUALITY_PRESETS)}.")
-        if self.align_tol < 0 or self.align_tol >= 1:
-            raise bad("align_tol", f"is {self.align_tol}", "Use 0 (paper-exact) or a relative tolerance below 1.")
-        if self.min_score is not None and not -1 <= self.min_score <= 1:
-            raise bad("min_score", f"is {self.min_score}", "Use a score between -1 and 1 (or none to show all).")
+            raise FieldError(
+                "quality", f"Parameter 'quality' is {self.quality!r}.", f"Use one of: {', '.join(QUALITY_PRESETS)}."
+            )
+        if self.min_score is not None:
+            number("min_score", self.min_score, -1, 1, hint="Use a score between -1 and 1 (or none to show all).")
         check_loras(self.loras)
         notes = []
         if self.frames > TRAINED_FRAMES:

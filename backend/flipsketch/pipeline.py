@@ -49,6 +49,7 @@ import torch
 from PIL import Image
 
 from flipsketch.attention import CompositionControl, Mode, flipsketch_attention, frame0_logit_scale
+from flipsketch.errors import NonFiniteError
 from flipsketch.lora import applied_loras
 from flipsketch.models import SketchModel
 from flipsketch.params import AnimateParams
@@ -148,6 +149,13 @@ def decode(model: SketchModel, latents: torch.Tensor, chunk: int = 8) -> torch.T
             images.append(model.vae.decode(part.to(model.vae.dtype), return_dict=False)[0].float().cpu())
     out = (torch.cat(images) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     return out.reshape(variants, frames, *out.shape[1:])
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    """NonFiniteError unless every value is finite: a NaN would decode to black
+    frames that look like a result."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise NonFiniteError(what)
 
 
 def postprocess(frame: np.ndarray, params: AnimateParams) -> Image.Image:
@@ -403,7 +411,10 @@ def animate(
     with applied_loras(model, params.loras) as loras:
         latents = sampler.generate(sketch)
     sampler.stats["loras"] = loras
-    images = decode(model, latents).numpy()
+    check_finite(latents, "latents")
+    decoded = decode(model, latents)
+    check_finite(decoded, "frames")
+    images = decoded.numpy()
     frames = [[postprocess(images[v, f], params) for f in range(params.frames)] for v in range(params.variants)]
     sampler.progress.advance("decode", 1, 1, cost=params.frames * params.variants)
     sampler.stats.update(

@@ -37,14 +37,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flipsketch import __version__
-from flipsketch.errors import InputError
+from flipsketch.errors import InputError, StorageError
 from flipsketch.folder_lock import lock_folder
-from flipsketch.jobs import FINAL, Job, JobStore, Worker
+from flipsketch.jobs import FINAL, QUEUED, Job, JobStore, Worker
+from flipsketch.jsonio import dumps
 from flipsketch.listener import KEEP_ALIVE_S, MAX_CONNECTIONS, TimedH11Protocol, allowed_hosts, bind, host_name
 from flipsketch.lora import MAX_LORAS
-from flipsketch.models import ModelSource, source_from
+from flipsketch.models import ModelSource
 from flipsketch.params import MAX_FRAMES, QUALITY_PRESETS, QUALITY_TIME_RATIOS, REFERENCES, AnimateParams
 from flipsketch.sketch import prepare_image, prepare_reference, rasterize_strokes
+from flipsketch.validation import FieldError, Roots, check_tree, model_source, parse_json
 
 API_VERSION = 1
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
@@ -59,16 +61,34 @@ async def off_loop(function: Any, *args: Any) -> Any:
     return await anyio.to_thread.run_sync(function, *args, limiter=PARSE_SLOTS)
 
 
+MAX_FIRST_INDEX = 100_000  # frames already in a clip that a job extends
+
+
 def _error(status: int, message: str, hint: str = "", field: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "hint": hint, "field": field}}, status_code=status)
 
 
 def _input_error(exc: InputError, field: str | None = None) -> HTTPException:
-    return HTTPException(422, {"message": exc.message, "hint": exc.hint, "field": field})
+    """A 422 naming the field: `field` (the request's part) joined with the
+    FieldError's own field ("params" + "guidance" -> "params.guidance")."""
+    inner = exc.field if isinstance(exc, FieldError) else None
+    if inner and field:
+        inner = f"{field}{'' if inner.startswith('[') else '.'}{inner}"
+    return HTTPException(422, {"message": exc.message, "hint": exc.hint, "field": inner or field})
 
 
-def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None, int, dict | None]:
-    """Validate a job submission; every problem names its field.
+def _model(body: dict[str, Any], roots: Roots) -> ModelSource | None:
+    try:
+        return model_source(body, roots)
+    except InputError as exc:
+        raise _input_error(exc) from None
+
+
+def parse_job_request(
+    body: Any, roots: Roots | None = None
+) -> tuple[AnimateParams, Any, ModelSource | None, int, dict | None]:
+    """Validate a job submission; every problem names its field. Paths it names
+    (model, LoRAs) must lie inside `roots` when it has folders.
 
     `segment: {"first_index": n}` makes the job an extension: the sketch is the
     previous clip's last frame, used exactly, and frame 0 is dropped at the join."""
@@ -79,14 +99,17 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
         isinstance(segment, dict)
         and isinstance(segment.get("first_index"), int)
         and not isinstance(segment["first_index"], bool)
-        and segment["first_index"] >= 0
+        and 0 <= segment["first_index"] <= MAX_FIRST_INDEX
+        and set(segment) == {"first_index"}
     ):
-        hint = "Send {'first_index': <frames already in the clip>}."
+        hint = f"Send {{'first_index': <frames already in the clip, up to {MAX_FIRST_INDEX}>}}."
         raise HTTPException(422, {"message": "'segment' is malformed.", "hint": hint, "field": "segment"})
+    roots = roots or Roots()
     try:
-        params = AnimateParams.from_dict(body.get("params"))
+        params = AnimateParams.from_dict(body.get("params"), roots)
     except InputError as exc:
         raise _input_error(exc, "params") from None
+    source = _model(body, roots)
     has_png, has_strokes = "sketch_png" in body, "strokes" in body
     if has_png == has_strokes:
         raise HTTPException(
@@ -109,16 +132,13 @@ def parse_job_request(body: Any) -> tuple[AnimateParams, Any, ModelSource | None
     fps = body.get("fps", 10)
     if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 60:
         raise HTTPException(422, {"message": f"'fps' is {fps!r}.", "hint": "Use 1 to 60.", "field": "fps"})
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise HTTPException(422, {"message": "'model' must be a string.", "hint": "", "field": "model"})
-    source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
     return params, sketch, source, fps, segment
 
 
-def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
+def parse_train_request(body: Any, roots: Roots | None = None) -> tuple[dict[str, Any], ModelSource | None]:
     """Validate a training submission against the server's own files: the data
-    folder and the run folder are paths on this machine."""
+    folder and the run folder are paths on this machine (inside `roots` when it
+    has folders); `out` must be new, empty or a training run."""
     from flipsketch.train_config import TrainConfig, check_out
 
     if not isinstance(body, dict):
@@ -130,11 +150,13 @@ def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
     unknown = set(body) - {"data", "out", "config", "resume", "overwrite", "model", "subfolder", "revision"}
     if unknown:
         raise bad(sorted(unknown)[0], f"Unknown field '{sorted(unknown)[0]}'.", "See the training API in the README.")
-    data, out = body.get("data"), body.get("out")
-    if not isinstance(data, str) or not Path(data).expanduser().is_dir():
-        raise bad("data", f"Training data folder {data!r} does not exist on the server.", "Send a folder of clips.")
-    if not isinstance(out, str) or not out.strip():
-        raise bad("out", "'out' must name the LoRA folder to write.", "Send a folder path on the server.")
+    roots = roots or Roots()
+    try:
+        data, out = roots.path("data", body.get("data")), roots.path("out", body.get("out"))
+    except InputError as exc:
+        raise _input_error(exc) from None
+    if not data.is_dir():
+        raise bad("data", f"Training data folder '{data}' does not exist on the server.", "Send a folder of clips.")
     flags = {name: body.get(name, False) for name in ("resume", "overwrite")}
     for name, value in flags.items():
         if not isinstance(value, bool):
@@ -144,28 +166,28 @@ def parse_train_request(body: Any) -> tuple[dict[str, Any], ModelSource | None]:
     except InputError as exc:
         raise _input_error(exc, "config") from None
     try:
-        check_out(Path(out).expanduser(), **flags)
+        check_out(out, **flags)
     except InputError as exc:
-        raise _input_error(exc, "out") from None
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad("model", "'model' must be a string.", "")
-    source = source_from(model, body.get("subfolder"), body.get("revision")) if model else None
-    request = {"data": str(Path(data).expanduser()), "out": str(Path(out).expanduser()), "config": asdict(config)}
+        raise _input_error(exc) from None
+    source = _model(body, roots)
+    request = {"data": str(data), "out": str(out), "config": asdict(config)}
     return {**request, **flags}, source
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON, received within BODY_TIMEOUT_S and decoded off the event loop."""
+    """The request's JSON, received within BODY_TIMEOUT_S and parsed strictly off
+    the event loop: 400 for what is not JSON, 422 naming the field for
+    NaN/Infinity, overflowing numbers, invalid UTF-8 and deep nesting."""
     try:
         raw = await asyncio.wait_for(request.body(), BODY_TIMEOUT_S)
     except TimeoutError:
         hint = "Check the connection; the body must arrive within two minutes."
         raise HTTPException(408, {"message": "The request body arrived too slowly.", "hint": hint}) from None
     try:
-        return await off_loop(json.loads, raw)
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(400, {"message": "The body is not valid JSON.", "hint": "", "field": None}) from None
+        return await off_loop(parse_json, raw)
+    except FieldError as exc:
+        detail = {"message": exc.message, "hint": exc.hint, "field": exc.field}
+        raise HTTPException(400 if exc.field is None else 422, detail) from None
 
 
 def create_app(
@@ -176,10 +198,13 @@ def create_app(
     on_shutdown: Any = None,
     hosts: set[str] | None = None,
     docs: bool = False,
+    roots: Roots | None = None,
 ) -> FastAPI:
     """The API. `hosts`: Host header names served (None: any); `docs`: serve
-    /v1/docs, /v1/redoc and /v1/openapi.json (behind the token)."""
+    /v1/docs, /v1/redoc and /v1/openapi.json (behind the token); `roots`
+    confines the paths requests may name (`serve --allow-path`)."""
     stopping = threading.Event()
+    roots = roots or Roots()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -221,6 +246,10 @@ def create_app(
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse({"error": detail}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"Internal error: {type(exc).__name__}.", "Report this with the server's log.")
+
     def authorised(request: Request) -> None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
@@ -231,6 +260,9 @@ def create_app(
     def job_or_404(job_id: str) -> Job:
         job = store.get(job_id)
         if job is None:
+            if job_id in store.unreadable:
+                hint = "Delete the job (DELETE /v1/jobs/<id>) to remove its folder."
+                raise HTTPException(404, {"message": f"Job '{job_id}' cannot be read.", "hint": hint, "field": None})
             raise HTTPException(404, {"message": f"No job '{job_id}'.", "hint": "", "field": None})
         return job
 
@@ -238,8 +270,18 @@ def create_app(
         return {**job.public(), "files": store.result_files(job)}
 
     @app.get("/v1/health")
-    async def health() -> dict[str, Any]:  # on the event loop: needs no thread, so it always answers
-        return {"ok": True, "api": API_VERSION, "version": __version__}
+    async def health() -> dict[str, Any]:
+        """On the event loop (needs no thread, so it always answers); `ok` is
+        false once the worker thread has died: restart the server."""
+        alive = worker.is_alive()
+        queued = sum(job.state == QUEUED for job in list(store.jobs.values()))
+        return {
+            "ok": alive,
+            "api": API_VERSION,
+            "version": __version__,
+            "worker": {"alive": alive, "running": worker.current.id if worker.current else None},
+            "queue": {"length": queued, "oldest_queued_s": store.oldest_queued_s()},
+        }
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
 
@@ -281,18 +323,38 @@ def create_app(
             "queue_length": store.pending.qsize(),
         }
 
+    async def stored(add: Any, *args: Any) -> dict[str, Any]:
+        """Queue a job (in a thread: it writes files); a disk that refuses its
+        folder is a JSON 507 (full) or 503."""
+        try:
+            return describe(await run_in_threadpool(add, *args))
+        except StorageError as exc:
+            status = 507 if exc.disk_full else 503
+            raise HTTPException(status, {"message": exc.message, "hint": exc.hint, "field": None}) from None
+
     @v1.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
-        params, sketch, source, fps, segment = await off_loop(parse_job_request, await json_body(request))
-        return describe(await run_in_threadpool(store.submit, params, sketch, source, fps, segment))
+        return await stored(store.submit, *await off_loop(parse_job_request, await json_body(request), roots))
 
     @v1.post("/train", status_code=202)
     async def train(request: Request) -> dict[str, Any]:
-        return describe(store.submit_training(*parse_train_request(await json_body(request))))
+        request_args = await off_loop(parse_train_request, await json_body(request), roots)
+        return await stored(store.submit_training, *request_args)
 
     @v1.get("/jobs")
     def list_jobs() -> dict[str, Any]:
-        return {"jobs": [describe(job) for job in sorted(store.jobs.values(), key=lambda j: j.created)]}
+        """Every job that can be served; records that cannot (unreadable after a
+        restart, or not valid JSON) are listed under `skipped` instead."""
+        jobs, skipped = [], [{"id": i, "reason": why} for i, why in list(store.unreadable.items())]
+        for job in sorted(list(store.jobs.values()), key=lambda j: j.created):
+            try:
+                described = describe(job)
+                check_tree(described)
+            except (OSError, InputError) as exc:
+                skipped.append({"id": job.id, "reason": str(exc)})
+                continue
+            jobs.append(described)
+        return {"jobs": jobs, "skipped": skipped}
 
     @v1.get("/jobs/{job_id}")
     def status(job_id: str) -> dict[str, Any]:
@@ -306,7 +368,8 @@ def create_app(
 
     @v1.delete("/jobs/{job_id}")
     def delete(job_id: str) -> dict[str, Any]:
-        store.delete(job_or_404(job_id))
+        if not store.forget_unreadable(job_id):
+            store.delete(job_or_404(job_id))
         return {"deleted": job_id}
 
     @v1.get("/jobs/{job_id}/events")
@@ -320,7 +383,7 @@ def create_app(
                 while sent < len(log):
                     event = log[sent]
                     sent += 1
-                    yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                    yield f"event: {event['type']}\ndata: {dumps(event)}\n\n"
                     if event["type"] == "state" and event["state"] in FINAL:
                         return  # decided by the event itself: no race with the worker
                 await asyncio.sleep(0.05)
@@ -392,6 +455,7 @@ def serve(
     parent_pid: int | None = None,
     allow_hosts: list[str] | None = None,
     docs: bool = False,
+    allow_paths: list[str] | None = None,
 ) -> None:
     """Serve until stopped. Raises FlipSketchError when the port is taken or
     another server holds `jobs_dir` (see folder_lock)."""
@@ -419,7 +483,9 @@ def serve(
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
 
-    app = create_app(store, worker, token, started, stopped, allowed_hosts(host, allow_hosts or []), docs)
+    app = create_app(
+        store, worker, token, started, stopped, allowed_hosts(host, allow_hosts or []), docs, Roots(allow_paths)
+    )
     config = uvicorn.Config(
         app,
         http=TimedH11Protocol,

@@ -20,7 +20,6 @@ first) and "id" (traced strokes: the same line keeps its id across a clip).
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import InputError
+from flipsketch.validation import FieldError, parse_json
 
 MIN_SIDE = 16  # smaller images carry no drawing the model can use
 MAX_DECODE_PIXELS = 50_000_000  # decoding more than this risks memory exhaustion
@@ -39,6 +39,7 @@ MIN_INK_FRACTION = 1e-4
 MARGIN = 0.04  # white border added around image files when fitted to the frame
 SUPERSAMPLE = 4  # stroke rasterisation anti-aliasing factor
 MAX_STROKE_POINTS = 250_000  # all strokes together: bounds the rasterising cost
+MAX_RADIUS = 0.5  # of the frame width
 
 
 def load_image(source: str | Path | bytes) -> Image.Image:
@@ -129,26 +130,45 @@ def prepare_reference(source: str | Path | bytes, width: int = 256, height: int 
     return gray if gray.size == (width, height) else gray.resize((width, height), Image.Resampling.LANCZOS)
 
 
-def _stroke_error(index: int, problem: str) -> InputError:
-    return InputError(f"Stroke {index}: {problem}.", "Send strokes in the flipsketch.strokes schema (see sketch.py).")
+def _stroke_error(index: int, problem: str, name: str = "") -> FieldError:
+    return FieldError(
+        f"strokes[{index}]{'.' + name if name else ''}",
+        f"Stroke {index}: {problem}.",
+        "Send strokes in the flipsketch.strokes schema (see sketch.py).",
+    )
+
+
+def _numbers(index: int, name: str, value: Any, low: float, high: float) -> np.ndarray:
+    """A stroke's numbers as float64, finite and within [low, high]."""
+    if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+        raise _stroke_error(index, f"'{name}' must hold numbers", name)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _stroke_error(index, f"'{name}' must hold numbers", name) from None
+    if not np.isfinite(array).all():
+        raise _stroke_error(index, f"'{name}' has a value that is not a finite number", name)
+    if array.size and (array.min() < low or array.max() > high):
+        raise _stroke_error(index, f"'{name}' must stay within {low:g}..{high:g}", name)
+    return array
 
 
 def _parse_stroke(index: int, stroke: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """Points (N, 2) in frame widths/heights, radii (N,) in frame widths, opacity
+    in 0..1. Points may leave the frame by up to one frame size (-1..2); a
+    radius is at most MAX_RADIUS."""
     if not isinstance(stroke, dict) or "points" not in stroke:
         raise _stroke_error(index, "must be an object with 'points'")
-    try:
-        points = np.asarray(stroke["points"], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _stroke_error(index, "'points' must be a list of [x, y] number pairs") from None
+    points = _numbers(index, "points", stroke["points"], -1.0, 2.0)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-        raise _stroke_error(index, "'points' must be a non-empty list of [x, y] pairs")
-    radius = np.broadcast_to(np.asarray(stroke.get("radius", 0.003), dtype=np.float64), (len(points),))
-    opacity = float(stroke.get("opacity", 1.0))
-    if not (np.isfinite(points).all() and np.isfinite(radius).all() and math.isfinite(opacity)):
-        raise _stroke_error(index, "has a coordinate, radius or opacity that is not a finite number")
-    if (radius < 0).any() or not 0 <= opacity <= 1:
-        raise _stroke_error(index, "radius must be >= 0 and opacity within 0..1")
-    return points, radius, opacity
+        raise _stroke_error(index, "'points' must be a non-empty list of [x, y] pairs", "points")
+    radius = _numbers(index, "radius", stroke.get("radius", 0.003), 0.0, MAX_RADIUS)
+    if radius.ndim > 1 or (radius.ndim == 1 and len(radius) != len(points)):
+        raise _stroke_error(index, "'radius' must be a number or one number per point", "radius")
+    opacity = _numbers(index, "opacity", stroke.get("opacity", 1.0), 0.0, 1.0)
+    if opacity.ndim:
+        raise _stroke_error(index, "'opacity' must be one number", "opacity")
+    return points, np.broadcast_to(radius, (len(points),)), float(opacity)
 
 
 def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256) -> Image.Image:
@@ -212,9 +232,9 @@ def read_sketch(path: str | Path, width: int = 256, height: int = 256) -> Image.
     if path.suffix.lower() != ".json":
         return prepare_image(path, width, height)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_bytes(), f"Stroke file '{path}'")
     except FileNotFoundError:
         raise InputError(f"Sketch file '{path}' does not exist.", "Check the path.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"'{path}' is not valid stroke JSON ({exc}).", "Export the strokes again.") from None
+    except OSError as exc:
+        raise InputError(f"'{path}' cannot be read ({exc}).", "Check its permissions.") from None
     return rasterize_strokes(data, width, height)

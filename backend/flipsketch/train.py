@@ -23,7 +23,6 @@ trainable.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -37,10 +36,11 @@ import numpy as np
 import torch
 
 from flipsketch.clips import Clip, load_clips
-from flipsketch.errors import FlipSketchError, InputError
+from flipsketch.errors import FlipSketchError, InputError, NonFiniteError
+from flipsketch.jsonio import write_json
 from flipsketch.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraRef, inject, lora_cache, use_only
 from flipsketch.models import SketchModel
-from flipsketch.train_config import CHECKPOINTS, TRAINER_STATE, TrainConfig, check_out, checkpoints
+from flipsketch.train_config import CHECKPOINTS, TRAINER_STATE, VALIDATION, TrainConfig, checkpoints, prepare_out
 
 ADAPTER_NAME = "trained"  # not "train": adapter names become ModuleDict keys
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -154,6 +154,10 @@ class LoraTrainer:
         started = time.perf_counter()
         self.model.unet.train()
         loss = self.loss()
+        if not torch.isfinite(loss):  # before the step: the adapter and checkpoints stay finite
+            raise NonFiniteError(
+                f"(training loss {loss.item()} at step {self.step + 1}); a learning rate too high does it too"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.named_params.values(), 1.0)
@@ -210,23 +214,6 @@ class LoraTrainer:
         self.step, self.losses = state["step"], list(state["losses"])
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; --overwrite removes only what a run writes."""
-    check_out(out, resume, overwrite)
-    if overwrite:
-        for name in (CHECKPOINTS, "validation"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, "run.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _save_final(trainer: LoraTrainer, out: Path) -> None:
     """Adapter files land by rename: a reader never sees a half-written one."""
     from flipsketch.outputs import atomic_folder
@@ -261,8 +248,8 @@ def validate_adapter(trainer: LoraTrainer, out: Path) -> dict[str, Any]:
     )
     sketch = Image.fromarray(clip.frames[0], "L")
     animation = animate(trainer.model, sketch, params)
-    write_animation(animation, trainer.model, out / "validation", sketch, fps=10, overwrite=True)
-    return {"folder": "validation", "prompt": clip.caption, "seed": cfg.seed, "steps": cfg.validation_steps}
+    write_animation(animation, trainer.model, out / VALIDATION, sketch, fps=10, overwrite=True)
+    return {"folder": VALIDATION, "prompt": clip.caption, "seed": cfg.seed, "steps": cfg.validation_steps}
 
 
 @dataclass
@@ -293,7 +280,7 @@ def train_lora(
     out = Path(out)
     if clips is None:
         clips = load_clips(data, config.resolution, config.frames, config.keep_holds)  # errors before GPU work
-    _prepare_out(out, resume, overwrite)
+    prepare_out(out, resume, overwrite)
     started = time.perf_counter()
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -347,5 +334,5 @@ def train_lora(
     if config.validation_steps:
         record["validation"] = validate_adapter(trainer, out)
     record["total_s"] = time.perf_counter() - started
-    _write_json(out / "run.json", record)
+    write_json(out / "run.json", record)
     return TrainResult(out, trainer, record)
