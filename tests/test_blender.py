@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +28,19 @@ SQUARE = {  # a plus sign, radius in square-frame units
         {"points": [[0.5, 0.3], [0.5, 0.7]], "radius": [0.01, 0.01]},
     ],
 }
+
+
+@contextmanager
+def preferences(addon, **values):
+    """The add-on preferences set to `values` for a while."""
+    saved = {name: getattr(addon, name) for name in values}
+    for name, value in values.items():
+        setattr(addon, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(addon, name, value)
 
 
 @pytest.fixture(scope="module")

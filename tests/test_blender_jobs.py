@@ -8,7 +8,6 @@ Extend/Regenerate refusing cleanly when their data is gone, and the sidebar
 import inspect
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ from flipsketch.errors import InputError
 from flipsketch.params import AnimateParams
 
 from .conftest import ROOT
-from .test_blender import FAST, SQUARE, addon, scene  # noqa: F401
+from .test_blender import FAST, SQUARE, addon, preferences, scene  # noqa: F401
 
 sys.path.insert(0, str(ROOT / "examples"))
 from scene import add_camera, add_drawing, addon_module, pump_until_done
@@ -34,19 +33,6 @@ GROWS_AT = (4, 8, 16, 25, 35)
 ROUNDS = 10
 ROW_FIELDS = ("key", "kind", "prompt", "state", "object_name", "camera_name", "frame", "timing", "seed", "out_dir")
 ROW_FIELDS += ("placement", "sequence_object", "first_key", "key_count", "sequence_first")
-
-
-@contextmanager
-def preferences(addon, **values):
-    """The add-on preferences set to `values` for a while."""
-    saved = {name: getattr(addon, name) for name in values}
-    for name, value in values.items():
-        setattr(addon, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(addon, name, value)
 
 
 def follow(key: str, timeout_s: float = 600.0) -> list[tuple[str, float, bool]]:

@@ -7,7 +7,6 @@ the preferences' LoRA list when it is done."""
 import json
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import bpy
@@ -15,26 +14,13 @@ import pytest
 
 from .conftest import ROOT
 from .synthetic import write_clips
-from .test_blender import addon, scene  # noqa: F401
+from .test_blender import addon, preferences, scene  # noqa: F401
 from .test_blender_lora import loras  # noqa: F401
 
 sys.path.insert(0, str(ROOT / "examples"))
 from scene import addon_module
 
 TINY = dict(steps=2, rank=4, resolution=64, frames=4, validation_steps=2)
-
-
-@contextmanager
-def preferences(addon, **values):
-    """The add-on preferences set to `values` for a while."""
-    saved = {name: getattr(addon, name) for name in values}
-    for name, value in values.items():
-        setattr(addon, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(addon, name, value)
 
 
 @pytest.fixture
