@@ -6,7 +6,12 @@ developer set-up (build.py) and a user's backend install.
 
 A crashed or interrupted install is detected and repaired: an INSTALLING
 marker is written first and `installed.json` only after the backend imports,
-so anything else means "not installed yet".
+so anything else means "not installed yet". A private venv that cannot run pip
+(created but interrupted before pip was bootstrapped, or whose python link
+points at a removed interpreter, e.g. after a Blender upgrade) is deleted and
+created again. An interrupted download cannot poison a retry: pip downloads
+into a temporary folder and caches only complete files, so the next attempt
+downloads again what was cut off.
 
 Only prebuilt wheels are installed (pip --only-binary=:all:): a Python that
 backend/pyproject.toml does not support, or a pin with no wheel for this Python
@@ -31,17 +36,8 @@ import urllib.request
 from pathlib import Path
 
 BACKEND = Path(__file__).resolve().parent
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-
-
-def has_nvidia_gpu() -> bool:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return False
-    try:
-        return subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+sys.path.insert(0, str(BACKEND))  # run as a script by Blender's Python: the package sits beside it
+from flipsketch.machine import TORCH_CPU_INDEX, TORCH_CUDA_INDEX, nvidia_gpu  # noqa: E402  (stdlib only)
 
 
 def reachable(url: str) -> bool:
@@ -54,28 +50,50 @@ def reachable(url: str) -> bool:
         return False
 
 
-def torch_index() -> tuple[str, list[str]]:
-    """Which torch build to install: (label, extra pip arguments).
+def torch_index(system: str = sys.platform) -> tuple[str, list[str]]:
+    """Which torch build to install on `system` (a sys.platform value): (label, extra pip arguments).
 
-    PyPI's Linux torch wheels are CUDA builds of several GB; a machine without an
-    NVIDIA GPU gets the CPU build from PyTorch's CPU index instead. The version
-    is the same either way (pinned in backend/pyproject.toml).
-    FLIPSKETCH_TORCH_INDEX overrides the choice (e.g. a CUDA index on Windows).
+    PyPI's Linux torch wheels are CUDA builds of several GB; a Linux machine
+    without an NVIDIA GPU gets the CPU build from PyTorch's CPU index instead.
+    PyPI's Windows wheels are CPU-only, so a Windows machine with an NVIDIA GPU
+    gets the CUDA build from PyTorch's CUDA index (both pinned in
+    flipsketch/machine.py). The version is the same either way (pinned in
+    backend/pyproject.toml). FLIPSKETCH_TORCH_INDEX overrides the choice.
     """
     override = os.environ.get("FLIPSKETCH_TORCH_INDEX")
     if override:
         return f"index {override}", ["--extra-index-url", override]
-    if sys.platform.startswith("linux") and not has_nvidia_gpu():
+    gpu = nvidia_gpu()
+    if system.startswith("linux") and not gpu:
         if reachable(TORCH_CPU_INDEX):
             return "CPU build (no NVIDIA GPU found)", ["--extra-index-url", TORCH_CPU_INDEX]
         return "CPU build wanted, but the PyTorch index is unreachable: using the configured package index", []
-    if sys.platform.startswith("linux"):
+    if system.startswith("linux"):
         return "CUDA build (NVIDIA GPU found)", []
+    if system == "win32" and gpu:
+        return "CUDA build (NVIDIA GPU found)", ["--extra-index-url", TORCH_CUDA_INDEX]
     return f"PyPI build for {platform.system()}", []
 
 
 def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def venv_problem(venv: Path) -> str | None:
+    """Why the venv at `venv` cannot be used for an install, or None if it can:
+    its python is missing or a link to a removed interpreter, or it has no pip."""
+    python = venv_python(venv)
+    if not python.is_file():  # also a dangling link
+        target = f" (a link to {python.resolve()}, which no longer exists)" if python.is_symlink() else ""
+        return f"its python {python} is missing{target}"
+    try:
+        result = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"its python {python} does not run ({exc})"
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or [f"exit code {result.returncode}"]
+        return f"it cannot run pip ({lines[-1]})"
+    return None
 
 
 def install_state(target: Path) -> str:
@@ -154,8 +172,18 @@ def install_backend(target: Path, log=print) -> Path:
                     )
                 raise RuntimeError(f"Backend install step failed; see {target / 'install.log'}")
 
-        if not python.is_file():
-            step([sys.executable, "-m", "venv", str(target / "venv")])
+        venv = target / "venv"
+        problem = venv_problem(venv) if venv.exists() or venv.is_symlink() else "it does not exist yet"
+        if problem:
+            if venv.exists() or venv.is_symlink():
+                message = f"the backend venv {venv} is unusable: {problem}; creating it again"
+                log(message)
+                out.write(message + "\n")
+                if venv.is_symlink():
+                    venv.unlink()
+                else:
+                    shutil.rmtree(venv)
+            step([sys.executable, "-m", "venv", str(venv)])
         pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--only-binary=:all:"]
         step([*pip, *index_args, str(BACKEND)])
         step([str(python), "-c", "import flipsketch.pipeline, flipsketch.server"])

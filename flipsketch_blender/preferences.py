@@ -62,9 +62,9 @@ class FLIPSKETCH_PG_lora(bpy.types.PropertyGroup):
     """A sketch-style LoRA the backend applies on top of the model in every job."""
 
     path: bpy.props.StringProperty(
-        name="LoRA folder",
-        subtype="DIR_PATH",
-        description="Folder of a trained sketch-style LoRA",
+        name="LoRA",
+        subtype="FILE_PATH",
+        description="Folder of a trained sketch-style LoRA, or a single-file LoRA (.safetensors: kohya-ss, diffusers)",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
     weight: bpy.props.FloatProperty(

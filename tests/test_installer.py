@@ -1,15 +1,20 @@
 """`python build.py install-backend DIR`: the private backend venv the add-on installs."""
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from flipsketch.machine import TORCH_CUDA_INDEX
+
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "backend"))
-from flipsketch_setup import install_backend, install_state, unsupported_python
+from flipsketch_setup import install_backend, install_state, torch_index, unsupported_python, venv_problem
 
 
 def test_install_then_detect_and_repair_a_broken_install(tmp_path: Path) -> None:
@@ -66,3 +71,59 @@ def test_a_pin_without_a_wheel_for_this_python_is_refused_at_once(tmp_path: Path
     assert "nothing was installed" in result.stderr
     assert not list((target / "venv").rglob("site-packages/numpy"))  # refused at resolution: nothing built
     assert install_state(target) == "broken"  # the next run repairs it
+
+
+def _offline(monkeypatch, tmp_path: Path) -> None:
+    """No network: pip finds packages only in an empty folder, so an install
+    stops at the first download, after the venv has been checked and repaired."""
+    (tmp_path / "no-index").mkdir()
+    monkeypatch.setenv("FLIPSKETCH_TORCH_INDEX", str(tmp_path / "no-index"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-index"))
+
+
+def _venv_without_pip(target: Path) -> None:
+    target.mkdir()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", target / "venv"], check=True)
+    (target / "INSTALLING").write_text("started")  # interrupted before pip was bootstrapped
+
+
+def _venv_with_dangling_python(target: Path) -> None:
+    target.mkdir()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", target / "venv"], check=True)
+    bin_dir = target / "venv" / "bin"
+    for name in ("python", "python3", f"python3.{sys.version_info.minor}"):
+        (bin_dir / name).unlink()
+    (bin_dir / "python").symlink_to("/nonexistent/removed-blender/python3.11")
+    (target / "installed.json").write_text("{}")  # a stamp of another install
+
+
+@pytest.mark.parametrize("damage", [_venv_without_pip, _venv_with_dangling_python])
+def test_an_unusable_venv_is_recreated_and_the_stamp_comes_last(tmp_path: Path, monkeypatch, damage) -> None:
+    _offline(monkeypatch, tmp_path)
+    target = tmp_path / "backend"
+    damage(target)
+    assert venv_problem(target / "venv") is not None and install_state(target) == "broken"
+    messages: list[str] = []
+    with pytest.raises(RuntimeError, match="install step failed"):
+        install_backend(target, log=messages.append)
+    assert any("is unusable" in m and "creating it again" in m for m in messages)
+    assert venv_problem(target / "venv") is None  # pip runs in the new venv
+    pip_output = (target / "install.log").read_text().rsplit("-m pip install", 1)[1]
+    assert "No module named pip" not in pip_output and "No matching distribution" in pip_output  # at the download
+    assert (target / "INSTALLING").exists() and not (target / "installed.json").exists()
+    messages.clear()
+    with pytest.raises(RuntimeError, match="install step failed"):  # a retry reuses the repaired venv
+        install_backend(target, log=messages.append)
+    assert not any("is unusable" in m for m in messages) and install_state(target) == "broken"
+
+
+def test_windows_with_an_nvidia_gpu_gets_the_cuda_torch(monkeypatch, tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text('#!/bin/sh\necho "GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-0)"\n')
+    (fake / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("FLIPSKETCH_TORCH_INDEX", raising=False)
+    assert torch_index("win32") == ("CUDA build (NVIDIA GPU found)", ["--extra-index-url", TORCH_CUDA_INDEX])
+    assert torch_index("linux") == ("CUDA build (NVIDIA GPU found)", [])  # PyPI's Linux wheels are CUDA builds

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flipsketch.errors import ModelCorruptError, ModelNotFoundError
-from flipsketch.models import ModelSource, load_model
+from flipsketch.models import ModelSource, load_model, resolve_model_dir
 from flipsketch.tiny_model import published_config
 
 
@@ -110,3 +110,21 @@ def test_offline_hub_id_fails_fast_with_the_download_command(tmp_path: Path, mon
     message = str(info.value)
     assert "Hmrishav/t2v_sketch-lora" in message and str(tmp_path / "cache") in message
     assert "flipsketch model download Hmrishav/t2v_sketch-lora --subfolder checkpoint-2500" in message
+
+
+def test_the_default_subfolder_applies_only_where_it_exists(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # the add-on sends "checkpoint-2500" by default, also with a local folder
+    assert resolve_model_dir(ModelSource(str(tiny_model_dir), "checkpoint-2500")) == tiny_model_dir.resolve()
+    outer = tmp_path / "downloaded"
+    outer.mkdir()
+    (outer / "checkpoint-2500").symlink_to(tiny_model_dir, target_is_directory=True)
+    assert resolve_model_dir(ModelSource(str(outer), "checkpoint-2500")) == outer.resolve() / "checkpoint-2500"
+    assert resolve_model_dir(ModelSource(str(outer))) == outer.resolve() / "checkpoint-2500"  # found inside
+    (outer / "checkpoint-5000").symlink_to(tiny_model_dir, target_is_directory=True)
+    with pytest.raises(ModelNotFoundError, match="'Model folder' preference / --subfolder") as error:
+        resolve_model_dir(ModelSource(str(outer), "checkpoint-9999"))
+    assert "several models (checkpoint-2500, checkpoint-5000)" in error.value.message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFoundError, match=r"'Model' preference / --model.*holds no model_index.json"):
+        resolve_model_dir(ModelSource(str(empty), "checkpoint-2500"))

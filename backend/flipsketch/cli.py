@@ -203,8 +203,9 @@ def _add_animate_options(parser: argparse.ArgumentParser, prompt_required: bool)
         "--lora",
         dest="loras",
         action="append",
-        metavar="FOLDER[=WEIGHT]",
-        help="apply a LoRA from `flipsketch train-lora` (weight 1 unless given); repeat to combine several",
+        metavar="PATH[=WEIGHT]",
+        help="apply a LoRA: a `flipsketch train-lora` folder or a .safetensors file (kohya-ss or diffusers), "
+        "weight 1 unless given; repeat to combine several",
     )
     parser.add_argument("--no-compose-spatial", action="store_true", help="ablation: no spatial composition")
     parser.add_argument("--no-compose-temporal", action="store_true", help="ablation: no temporal composition")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flipsketch import PUBLISHED_MODEL, PUBLISHED_SUBFOLDER
+from flipsketch.machine import cuda_torch_command, nvidia_gpu
 from flipsketch.models import COMPONENTS, default_source, hub_cache_dir
 
 
@@ -23,6 +24,7 @@ class Finding:
     value: str
     advice: str = ""
     blocking: bool = False
+    unused_gpu: bool = False  # generation works, but on the CPU although a GPU is there
 
 
 def _version(package: str) -> str | None:
@@ -51,6 +53,15 @@ def _torch_findings() -> list[Finding]:
             )
     elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         out.append(Finding("gpu", "Apple MPS available"))
+    elif (gpu := nvidia_gpu()) and not cuda_build:
+        out.append(
+            Finding(
+                "gpu",
+                f"present ({gpu}), but the installed torch {torch.__version__} is a CPU-only build and cannot use it",
+                f"Install the CUDA build of torch: {cuda_torch_command(sys.executable, torch.__version__)}",
+                unused_gpu=True,
+            )
+        )
     else:
         advice = (
             "No GPU: generation runs on the CPU, minutes per clip at full size. "
@@ -130,5 +141,10 @@ def report(findings: list[Finding]) -> str:
         if f.advice:
             lines.append(f"       {' ' * width}  -> {f.advice}")
     blocking = sum(f.blocking for f in findings)
-    lines.append("Ready to generate." if not blocking else f"{blocking} problem(s) prevent generation; see FAIL lines.")
+    if blocking:
+        lines.append(f"{blocking} problem(s) prevent generation; see FAIL lines.")
+    elif any(f.unused_gpu for f in findings):
+        lines.append("Generation works, but only on the CPU: the GPU is unused until torch is replaced (see above).")
+    else:
+        lines.append("Ready to generate.")
     return "\n".join(lines)

@@ -29,6 +29,9 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "tokenizer": ("transformers", "CLIPTokenizer"),
     "scheduler": ("diffusers", "DDIMScheduler"),
 }
+# The settings that name a model, as the user sees them in every front end.
+MODEL_FIELD = "'Model' preference / --model / FLIPSKETCH_MODEL"
+SUBFOLDER_FIELD = "'Model folder' preference / --subfolder"
 # Marker written into model_index.json by `flipsketch model create-tiny`.
 TINY_MARKER = "_flipsketch_tiny_random"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -125,11 +128,10 @@ def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
     """
     path = Path(source.name).expanduser()
     if path.is_dir():
-        path = path.resolve()
-        return path / source.subfolder if source.subfolder else path
+        return local_model_dir(path.resolve(), source.subfolder)
     if not _HUB_ID.match(source.name):
         raise ModelNotFoundError(
-            f"Model folder '{source.name}' does not exist.",
+            f"Model folder '{source.name}' (the {MODEL_FIELD}) does not exist.",
             f"Pass a folder that holds model_index.json, or a Hugging Face id such as {PUBLISHED_MODEL}.",
         )
     from huggingface_hub import snapshot_download
@@ -155,10 +157,33 @@ def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
     folder = Path(root) / source.subfolder if source.subfolder else Path(root)
     if not folder.is_dir():
         raise ModelNotFoundError(
-            f"Model {source.describe()} has no folder '{source.subfolder}'.",
-            "Check the --subfolder name against the repository's files.",
+            f"Model {source.describe()} has no folder '{source.subfolder}' (the {SUBFOLDER_FIELD}).",
+            "Check that setting against the repository's files.",
         )
     return folder
+
+
+def local_model_dir(path: Path, subfolder: str | None) -> Path:
+    """The model folder inside a local folder: `subfolder` where it exists, else
+    the folder itself when it holds model_index.json (a default subfolder such as
+    checkpoint-2500 does not apply to it), else its only sub-folder with a
+    model_index.json. Raises ModelNotFoundError naming the settings otherwise."""
+    if subfolder and (path / subfolder).is_dir():
+        return path / subfolder
+    if (path / "model_index.json").is_file():
+        return path
+    inside = sorted(child.name for child in path.iterdir() if (child / "model_index.json").is_file())
+    if len(inside) == 1:
+        return path / inside[0]
+    asked = f"has no sub-folder '{subfolder}' (the {SUBFOLDER_FIELD}) and " if subfolder else ""
+    found = f"holds several models ({', '.join(inside)})" if inside else "holds no model_index.json"
+    raise ModelNotFoundError(
+        f"Model folder '{path}' (the {MODEL_FIELD}) {asked}{found}.",
+        f"Set the {SUBFOLDER_FIELD} to one of: {', '.join(inside)}."
+        if inside
+        else "Point the model setting at the folder that holds model_index.json "
+        f"(for the published model, its '{PUBLISHED_SUBFOLDER}' folder).",
+    )
 
 
 def _download_failed(source: ModelSource, exc: Exception) -> ModelNotFoundError:
@@ -211,7 +236,8 @@ def check_layout(folder: Path) -> dict[str, Any]:
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise ModelCorruptError(
-            f"'{folder}' has no model_index.json, so it is not a diffusers model folder.",
+            f"'{folder}' (from the {MODEL_FIELD} and {SUBFOLDER_FIELD}) has no model_index.json, "
+            "so it is not a diffusers model folder.",
             "Point the model setting at the folder that holds model_index.json "
             f"(for the published model, its '{PUBLISHED_SUBFOLDER}' folder).",
         )

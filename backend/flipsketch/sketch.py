@@ -1,9 +1,19 @@
 """Input sketches: image files and stroke polylines -> a clean line drawing.
 
-The model was trained on black lines on white. Users bring scans, exports with
-transparency, 16-bit PNGs, white-on-black chalk drawings, or (from Blender)
-stroke polylines; all of them become an 8-bit grayscale drawing with white
-background here, or a specific error that says what to do.
+The model was trained on black lines on white. Users bring phone photos (EXIF
+orientation, dim or unevenly lit paper), office scans (grey paper, panel
+borders, 1-px lines at 4000 px), exports with transparency, 16-bit PNGs,
+white-on-black chalk drawings, or (from Blender) stroke polylines; all of them
+become an 8-bit grayscale drawing with white background here, or a specific
+error that says what to do.
+
+Image files are cleaned in four steps (`clean_drawing`): the polarity is read
+from the whole image (a mostly dark image whose strong local deviations are
+lighter is white-on-black); the paper's shading is estimated with a grey
+closing and divided out; ink (clearly darker than the paper, relative to its
+noise) is stretched to black and paper to white; ink lines that run along an
+image edge (a panel cropped on its border) are cut off. Reduction to the
+generation size thickens lines first (grey erosion) so 1-px lines survive.
 
 Stroke schema (version 1; what the Blender add-on sends)::
 
@@ -25,8 +35,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import InputError
@@ -40,6 +51,12 @@ MARGIN = 0.04  # white border added around image files when fitted to the frame
 SUPERSAMPLE = 4  # stroke rasterisation anti-aliasing factor
 MAX_STROKE_POINTS = 250_000  # all strokes together: bounds the rasterising cost
 MAX_RADIUS = 0.5  # of the frame width
+SHADING_SIDE = 256  # polarity is judged against a median paper at this size (pixels, longer side)
+SHADING_WINDOW = 8  # shading window: 1/8 of the longer side; wider strokes count as paper shading
+INK_CONTRAST = 0.15  # ink is at least 15 % darker than the paper around it
+POLARITY_LEVEL = 24  # gray levels a pixel must differ from the local paper to vote on polarity
+FRAME_BAND = 0.03  # panel borders are looked for within 3 % of each edge
+FRAME_COVER = 0.6  # a row or column inked over 60 % of its length is a border line
 
 
 def load_image(source: str | Path | bytes) -> Image.Image:
@@ -79,7 +96,7 @@ def load_image(source: str | Path | bytes) -> Image.Image:
         raise InputError(
             f"{name} is truncated or damaged ({exc}).", "Export the drawing again; the file is incomplete."
         ) from None
-    return to_gray_on_white(image)
+    return to_gray_on_white(ImageOps.exif_transpose(image))  # phones store photos sideways plus a tag
 
 
 def to_gray_on_white(image: Image.Image) -> Image.Image:
@@ -94,24 +111,133 @@ def to_gray_on_white(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
+def _blank_error() -> InputError:
+    return InputError(
+        "The drawing is blank: no lines were found (nothing is clearly darker than the paper).",
+        "Draw something before animating; for a photo of paper use even light and a dark pen.",
+    )
+
+
 def normalise_drawing(gray: Image.Image, detect_inverted: bool = True, allow_blank: bool = False) -> Image.Image:
-    """Make the background white: a drawing whose border is mostly dark is
-    white-on-black (chalk, inverted scan) and gets inverted. Refuse blank ones
-    (except frames of a training clip, where an empty frame is legitimate)."""
+    """Black lines on white. An image from outside (`detect_inverted`) is cleaned
+    by `clean_drawing`; a drawing made here (strokes, a previous clip's frame) is
+    only checked. Refuses blank drawings (except frames of a training clip,
+    where an empty frame is legitimate: it comes back white).
+
+    Raises InputError when no lines are found and `allow_blank` is False."""
+    if detect_inverted:
+        return clean_drawing(gray, allow_blank)
     data = np.asarray(gray)
-    border = np.concatenate([data[0], data[-1], data[:, 0], data[:, -1]])
-    if detect_inverted and np.median(border) < 128:
-        data = 255 - data
     if not allow_blank and (data < INK_LEVEL).mean() < MIN_INK_FRACTION:
-        raise InputError("The drawing is blank: no lines were found.", "Draw something before animating.")
+        raise _blank_error()
     return Image.fromarray(np.ascontiguousarray(data), "L")
 
 
+def _paper_level(data: np.ndarray) -> np.ndarray:
+    """The paper under dark lines, full size, float32 0..255: a grey closing
+    (max then min filter) over 1/SHADING_WINDOW of the longer side. Unlike a
+    blur it keeps steps (grey paper in a white scanner margin, paper on a dark
+    table) sharp, so they do not turn into lines; a line lying along an edge
+    counts as paper there."""
+    size = max(data.shape) // SHADING_WINDOW + 1
+    # padded once for both passes (edge values repeated): light falling off
+    # towards a corner is then followed exactly instead of being filled in
+    padded = cv2.copyMakeBorder(data, size, size, size, size, cv2.BORDER_REPLICATE)
+    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((size, size), np.uint8))
+    return closed[size:-size, size:-size].astype(np.float32)
+
+
+def _median_paper(data: np.ndarray) -> np.ndarray:
+    """The paper under lines of either polarity, full size, float32 0..255: a
+    median over 1/SHADING_WINDOW of the longer side, computed at SHADING_SIDE
+    pixels (mirrored at the edges, so a border line stays a line)."""
+    height, width = data.shape
+    scale = min(1.0, SHADING_SIDE / max(height, width))
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(data, small_size, interpolation=cv2.INTER_AREA)
+    size = 2 * (max(small.shape) // (2 * SHADING_WINDOW)) + 1
+    pad = size // 2
+    padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    small = cv2.medianBlur(padded, size)[pad:-pad, pad:-pad]
+    return cv2.resize(small.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _white_on_black(data: np.ndarray) -> bool:
+    """Whether the lines are lighter than the paper, judged over the whole image:
+    the image is mostly dark (a border line does not decide it) and more pixels
+    stand out lighter than the local paper than darker (dim paper with dark ink
+    is not inverted)."""
+    if np.median(data) >= 128:
+        return False
+    deviation = data.astype(np.float32) - _median_paper(data)
+    noise = 1.4826 * float(np.median(np.abs(deviation)))
+    level = max(POLARITY_LEVEL, 5 * noise)
+    return int((deviation > level).sum()) > int((deviation < -level).sum())
+
+
+def _edge_lines(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows/columns to cut at the top, bottom, left and right: ink lines running
+    along an edge (within FRAME_BAND of it), i.e. a panel border cropped on it."""
+    cuts = [0, 0, 0, 0]
+    for _ in range(2):  # borders on two sides shorten each other's lines: look twice
+        view = ink[cuts[0] : ink.shape[0] - cuts[1], cuts[2] : ink.shape[1] - cuts[3]]
+        if view.size == 0:
+            break
+        rows, cols = view.mean(axis=1), view.mean(axis=0)
+        for side, profile in enumerate((rows, rows[::-1], cols, cols[::-1])):
+            band = max(2, math.ceil(FRAME_BAND * len(profile)))
+            lines = np.flatnonzero(profile[:band] > FRAME_COVER)
+            if len(lines):
+                cuts[side] += int(lines[-1]) + 2  # the line and its anti-aliased edge
+    return cuts[0], cuts[1], cuts[2], cuts[3]
+
+
+def clean_drawing(gray: Image.Image, allow_blank: bool = False) -> Image.Image:
+    """A photographed, scanned or exported line drawing -> black lines on white.
+
+    Inverts white-on-black drawings, divides out uneven paper (tones 90-255,
+    vignetting), maps ink to black and paper to white (anti-aliasing kept) and
+    cuts off panel borders along the edges. `gray` is 'L'; the result is 'L',
+    possibly a few pixels smaller (a border cut off).
+
+    Raises InputError when nothing clearly darker than the paper is found
+    (unless `allow_blank`: then a white image of the same size)."""
+    data = np.asarray(gray)
+    if _white_on_black(data):
+        data = 255 - data
+    ratio = np.minimum(data.astype(np.float32) / np.maximum(_paper_level(data), 1.0), 1.0)
+    paper = float(np.median(ratio))
+    noise = 1.4826 * float(np.median(np.abs(ratio - paper)))
+    ink = ratio < paper - max(6 * noise, INK_CONTRAST)
+    if ink.mean() < MIN_INK_FRACTION:
+        if allow_blank:
+            return Image.new("L", gray.size, 255)
+        raise _blank_error()
+    black = float(np.percentile(ratio[ink], 10))
+    white = paper - max(3 * noise, INK_CONTRAST / 3)
+    clean = (np.clip((ratio - black) / (white - black), 0.0, 1.0) * 255).round().astype(np.uint8)
+    top, bottom, left, right = _edge_lines(clean < 128)
+    clean = clean[top : clean.shape[0] - bottom, left : clean.shape[1] - right]
+    if min(clean.shape) < MIN_SIDE or (not allow_blank and (clean < INK_LEVEL).mean() < MIN_INK_FRACTION):
+        raise InputError(
+            "The drawing has nothing inside its panel border: no lines were found.",
+            "Crop the image to the drawing, or draw inside the panel.",
+        )
+    return Image.fromarray(clean, "L")
+
+
 def fit_to_frame(gray: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale a drawing into width×height with a white margin, aspect kept."""
+    """Scale a drawing into width×height with a white margin, aspect kept.
+
+    When reducing by a factor f > 1.5, dark lines are first thickened by f - 1
+    source pixels (grey erosion), so a 1-px line in a 4000-px scan keeps at
+    least about half its darkness at the frame size instead of fading to paper."""
     box_w, box_h = round(width * (1 - 2 * MARGIN)), round(height * (1 - 2 * MARGIN))
     scale = min(box_w / gray.width, box_h / gray.height)
     size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+    if 1 / scale > 1.5:
+        kernel = np.ones((math.ceil(1 / scale) - 1,) * 2, np.uint8)
+        gray = Image.fromarray(cv2.erode(np.asarray(gray), kernel, borderType=cv2.BORDER_REPLICATE), "L")
     resized = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     canvas = Image.new("L", (width, height), 255)
     canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
@@ -119,8 +245,19 @@ def fit_to_frame(gray: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def prepare_image(source: str | Path | bytes, width: int = 256, height: int = 256) -> Image.Image:
-    """Image file -> drawing of the generation size, ready for the sampler."""
-    return fit_to_frame(normalise_drawing(load_image(source)), width, height)
+    """Image file -> drawing of the generation size (mode 'L', width×height),
+    ready for the sampler.
+
+    Raises InputError for unreadable or blank drawings, and when the lines would
+    not survive the reduction to width×height (a tiny mark in a large image)."""
+    fitted = fit_to_frame(normalise_drawing(load_image(source)), width, height)
+    inked = int((np.asarray(fitted) < INK_LEVEL).sum())
+    if inked < MIN_INK_FRACTION * width * height:
+        raise InputError(
+            f"The drawing's lines do not survive the reduction to {width}×{height}: {inked} pixels of ink are left.",
+            "Crop the image to the drawing, or draw with larger, bolder lines.",
+        )
+    return fitted
 
 
 def prepare_reference(source: str | Path | bytes, width: int = 256, height: int = 256) -> Image.Image:
