@@ -38,7 +38,7 @@ server.serve_forever()
 
 
 def _settings():
-    return addon_module("operators").backend_settings(bpy.context)
+    return addon_module("runtime").backend_settings(bpy.context)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGSTOP freezes the backend")

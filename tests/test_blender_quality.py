@@ -155,4 +155,5 @@ def test_a_storyboard_shot_with_variants_keeps_its_best(scene) -> None:
     assert bpy.ops.flipsketch.storyboard_to_sequencer() == {"FINISHED"}
     (strip,) = [s for s in scene.sequence_editor.strips if s.type == "IMAGE"]
     folder = Path(job.out_dir) / best["folder"] / "sequence"
-    assert Path(bpy.path.abspath(strip.directory)) == folder and strip.frame_final_duration == 8
+    assert Path(bpy.path.abspath(strip.directory)) == folder
+    assert strip.frame_final_duration == shot.frame_end - shot.frame_start + 1  # the strip covers its shot
