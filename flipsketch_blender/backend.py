@@ -115,7 +115,7 @@ def _managed_client(settings: Settings, client_module, on_wait: Callable[[str], 
             stop_managed_server()  # started before online access changed: restart with the new setting
         waited_since = None
         while True:
-            health = None
+            health, info = None, {}  # info: the ready file's, once read
             if ready.is_file():
                 info = json.loads(ready.read_text(encoding="utf-8"))
                 probe = client_module.Client(info["url"], info["token"], timeout=5, retries=0)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import bpy
 import numpy as np
+import numpy.typing as npt
 
 DEFAULT_RADIUS = 0.01  # what Blender uses when a drawing has no radius attribute
 
@@ -41,7 +42,7 @@ class Strokes:
         return np.split(values, self.offsets[1:-1])
 
 
-def _read_attribute(drawing, name: str, count: int, default: float, dtype=np.float32) -> np.ndarray:
+def _read_attribute(drawing, name: str, count: int, default: float, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
     attribute = drawing.attributes.get(name)
     values = np.full(count, default, dtype)
     if attribute is not None:

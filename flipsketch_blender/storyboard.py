@@ -160,7 +160,7 @@ def end_clip(job, shot) -> str:
             layer = ob.data.layers.get(name)
             if layer is None:
                 continue
-            if any(frame.frame_number >= end for frame in layer.frames):
+            if any(frame.frame_number >= end for frame in layer.frames):  # pyright: ignore[reportGeneralTypeIssues]  the stubs' collection get() returns None, not the item
                 return f"The clip on '{name}' runs past the shot's end (frame {shot.frame_end}): shorten it by hand."
             layer.frames.new(end)  # an empty drawing: nothing of this clip shows after the shot
     empty = bpy.data.objects.get(job.sequence_object)

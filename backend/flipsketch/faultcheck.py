@@ -113,13 +113,15 @@ class Target:
             connection.putheader("Content-Length", str(length))
             connection.endheaders()
             response = connection.getresponse()
-            return response.status, json.loads(response.read())
+            raw = response.read()
         except (OSError, http.client.HTTPException):
             return 0, None
-        except ValueError:
-            return response.status, None
         finally:
             connection.close()
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:
+            return response.status, None
 
 
 class HealthWatch(threading.Thread):
@@ -365,7 +367,7 @@ def hostile_download(sandbox: Path, row: Row) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
@@ -437,7 +439,8 @@ def run(quick: bool = False, timeout: float = 120) -> tuple[list[Row], int]:
         ]
         for name, fault in classes:
             row = Row(name)
-            watch.peak(), watch.failed()
+            watch.peak()
+            watch.failed()
             started = time.perf_counter()
             largest = fault(row)
             row.seconds = round(time.perf_counter() - started, 1)

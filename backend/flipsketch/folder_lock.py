@@ -17,8 +17,16 @@ from flipsketch.errors import FlipSketchError
 
 if sys.platform == "win32":
     import msvcrt
+
+    def _lock(handle: IO[str]) -> None:
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
 else:
     import fcntl
+
+    def _lock(handle: IO[str]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
 
 LOCK_NAME = ".server.lock"
 
@@ -30,10 +38,7 @@ def lock_folder(folder: Path) -> IO[str]:
     handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115  (held for the server's life)
     try:
         handle.seek(0)
-        if sys.platform == "win32":
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(handle)
     except OSError:
         try:
             handle.seek(0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -67,7 +68,8 @@ def build_graph(skeleton: np.ndarray) -> tuple[list[Edge], np.ndarray, list[int]
     is_node = degree != 2
     junction = np.zeros(skeleton.shape, bool)
     junction[tuple(pixels[degree >= 3].T)] = True
-    clusters, count = ndimage.label(junction, structure=np.ones((3, 3), bool))
+    # scipy is unannotated: its inferred return also covers the in-place (output=...) form
+    clusters, count = cast(tuple[np.ndarray, int], ndimage.label(junction, structure=np.ones((3, 3), bool)))
     node_of = np.full(len(pixels), -1, np.int64)
     node_of[degree >= 3] = clusters[tuple(pixels[degree >= 3].T)] - 1
     others = np.flatnonzero((degree < 3) & is_node)

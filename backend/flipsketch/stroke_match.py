@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
+from scipy.spatial import KDTree
 from scipy.spatial.distance import cdist
 
 from flipsketch.skeleton_graph import Continued
@@ -110,7 +110,7 @@ def continuation_hint(drawing: dict[str, Any]) -> Continued:
     if not lines:
         return lambda p, q: False
     owner = np.repeat(np.arange(len(lines)), [len(line) for line in lines])
-    tree = cKDTree(np.concatenate(lines)[:, ::-1] - 0.5)  # x/y pixels -> rows/cols of pixel centres
+    tree = KDTree(np.concatenate(lines)[:, ::-1] - 0.5)  # x/y pixels -> rows/cols of pixel centres
 
     def continued(p: np.ndarray, q: np.ndarray) -> bool:
         near = [set(owner[tree.query_ball_point(point, HINT_DISTANCE)]) for point in (p, q)]

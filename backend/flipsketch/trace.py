@@ -21,7 +21,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -95,8 +95,9 @@ class FrameGraph:
 def frame_graph(frame: Image.Image) -> FrameGraph:
     """One frame (any mode; ink darker than INK_LEVEL) -> its skeleton graph."""
     ink = remove_small_holes(np.asarray(frame.convert("L")) < INK_LEVEL, max_size=HOLE_AREA)
-    # capped: a frame without paper has no finite distance to it
-    half_width = np.minimum(ndimage.distance_transform_edt(ink), max(ink.shape))
+    # capped: a frame without paper has no finite distance to it (cast: scipy is unannotated, its
+    # inferred return also covers the return_indices / in-place forms)
+    half_width = np.minimum(cast(np.ndarray, ndimage.distance_transform_edt(ink)), max(ink.shape))
     edges, nodes, isolated = build_graph(skeletonize(ink))
     node_pixels = nodes.round().astype(int)
     width_at = 2 * half_width[node_pixels[:, 0], node_pixels[:, 1]]

@@ -26,10 +26,10 @@ import argparse
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -89,7 +89,7 @@ def baseline_trace_frame(frame: Image.Image) -> dict[str, Any]:
     """The previous tracer: a stroke per skeleton branch between ends and junctions."""
     ink = np.asarray(frame.convert("L")) < INK_LEVEL
     h, w = ink.shape
-    half_width = ndimage.distance_transform_edt(ink)
+    half_width = cast(np.ndarray, ndimage.distance_transform_edt(ink))
     strokes = []
     for path in _baseline_paths(skeletonize(ink)):
         if len(path) < 3:
@@ -114,7 +114,7 @@ def _fit_lines(lines: list[np.ndarray], size: int, margin: float = 0.08) -> list
     return [(line - low) * scale + offset for line in lines]
 
 
-def _draw(lines: list[np.ndarray], size: int, width: int, ellipses: list[tuple] = ()) -> Image.Image:
+def _draw(lines: list[np.ndarray], size: int, width: int, ellipses: Sequence[tuple] = ()) -> Image.Image:
     image = Image.new("L", (size, size), 255)
     draw = ImageDraw.Draw(image)
     for line in lines:
@@ -242,7 +242,7 @@ def grid(size: int) -> Image.Image:
 
 def line_drawings(size: int = 256) -> dict[str, Image.Image]:
     """The benchmark's line drawings, size² grayscale, black lines on white."""
-    horse = _contours(~samples.horse(), [0.5])
+    horse = _contours(np.logical_not(samples.horse()), [0.5])
     phantom = _contours(samples.shepp_logan_phantom(), [0.1, 0.25])
     blobs = _contours(samples.binary_blobs(length=160, blob_size_fraction=0.15, volume_fraction=0.35, rng=2), [0.5])
     return {
@@ -306,7 +306,7 @@ def skeleton_chamfer(a: np.ndarray, b: np.ndarray) -> float:
     sa, sb = skeletonize(a), skeletonize(b)
     if not sa.any() or not sb.any():
         return math.inf
-    to_a, to_b = ndimage.distance_transform_edt(~sa), ndimage.distance_transform_edt(~sb)
+    to_a, to_b = (cast(np.ndarray, ndimage.distance_transform_edt(~mask)) for mask in (sa, sb))
     return 0.5 * float(to_b[sa].mean() + to_a[sb].mean())
 
 

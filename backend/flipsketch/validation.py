@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -190,7 +191,7 @@ class Roots:
     A path outside every root is refused with the same message whether or not
     it exists, so a client cannot probe the server's file system."""
 
-    def __init__(self, folders: list[str | Path] | None = None) -> None:
+    def __init__(self, folders: Sequence[str | Path] | None = None) -> None:
         self.folders = [Path(f).expanduser().resolve() for f in folders or []]
 
     def __bool__(self) -> bool:
