@@ -163,7 +163,7 @@ def cmd_test(extra: list[str]) -> None:
         model = Path(tmp) / "tiny-model"
         run([py, "-m", "flipsketch.cli", "model", "create-tiny", model], cwd=ROOT)
         env = {**os.environ, "FLIPSKETCH_TEST_MODEL": str(model), "FLIPSKETCH_TEST_BACKEND_PYTHON": str(py)}
-        run([py, "-m", "pytest", "-q", *extra], cwd=ROOT, env=env)
+        run([py, "-m", "pytest", "-q", "--durations=20", *extra], cwd=ROOT, env=env)
         selected = [a for a in extra if not a.startswith("-") and Path(ROOT, a.split("::")[0]).suffix == ".py"]
         files = [str(f.relative_to(ROOT)) for f in blender_test_files()]
         if selected:  # files named on the command line: only those that use Blender
