@@ -178,8 +178,8 @@ def read_lora_file(path: Path, modules: set[str]) -> tuple[Any, dict[str, Any]]:
     `modules` are the UNet's module names (`named_modules`). Raises InputError
     for unreadable files, formats other than kohya-ss and diffusers UNet LoRAs
     (naming what was found), and keys that name no module of this UNet."""
-    from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
     from diffusers.utils.peft_utils import get_peft_kwargs
+    from diffusers.utils.state_dict_utils import convert_unet_state_dict_to_peft
     from peft import LoraConfig
     from safetensors import SafetensorError
     from safetensors.torch import load_file
