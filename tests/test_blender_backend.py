@@ -43,7 +43,7 @@ def _settings():
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGSTOP freezes the backend")
 def test_a_busy_backend_is_waited_for_and_never_doubled(scene, addon) -> None:
-    backend, operators = addon_module("backend"), addon_module("operators")
+    backend, runtime = addon_module("backend"), addon_module("runtime")
     backend.connect(_settings())
     process = backend._server["process"]
     add_camera()
@@ -54,7 +54,7 @@ def test_a_busy_backend_is_waited_for_and_never_doubled(scene, addon) -> None:
         job = scene.flipsketch.jobs[-1]
         deadline = time.time() + 60
         while not job.message.startswith("Backend busy"):
-            operators.pump()
+            runtime.pump()
             assert time.time() < deadline and job.state == "connecting", (job.state, job.message)
             time.sleep(0.1)
         assert backend._server["process"] is process  # no second server was started

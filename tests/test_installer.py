@@ -105,7 +105,7 @@ def test_an_unusable_venv_is_recreated_and_the_stamp_comes_last(tmp_path: Path, 
     damage(target)
     assert venv_problem(target / "venv") is not None and install_state(target) == "broken"
     messages: list[str] = []
-    with pytest.raises(RuntimeError, match="install step failed"):
+    with pytest.raises(RuntimeError, match="nothing was installed"):  # offline: the first download stops it
         install_backend(target, log=messages.append)
     assert any("is unusable" in m and "creating it again" in m for m in messages)
     assert venv_problem(target / "venv") is None  # pip runs in the new venv
@@ -113,7 +113,7 @@ def test_an_unusable_venv_is_recreated_and_the_stamp_comes_last(tmp_path: Path, 
     assert "No module named pip" not in pip_output and "No matching distribution" in pip_output  # at the download
     assert (target / "INSTALLING").exists() and not (target / "installed.json").exists()
     messages.clear()
-    with pytest.raises(RuntimeError, match="install step failed"):  # a retry reuses the repaired venv
+    with pytest.raises(RuntimeError, match="nothing was installed"):  # a retry reuses the repaired venv
         install_backend(target, log=messages.append)
     assert not any("is unusable" in m for m in messages) and install_state(target) == "broken"
 
