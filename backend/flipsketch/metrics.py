@@ -68,7 +68,7 @@ def _load(source: str, classes: tuple[Any, Any], device: str) -> tuple[Any, Any]
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    folder = resolve_model_dir(ModelSource(source))
+    folder = resolve_model_dir(ModelSource(source), marker="config.json")
     model_cls, processor_cls = classes
     try:
         model = model_cls.from_pretrained(folder).to(device).eval().requires_grad_(False)

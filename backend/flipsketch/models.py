@@ -119,8 +119,9 @@ def hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
-    """Return the local folder holding model_index.json for `source`.
+def resolve_model_dir(source: ModelSource, allow_download: bool = True, marker: str = "model_index.json") -> Path:
+    """Return the local folder holding `marker` for `source` (model_index.json:
+    a diffusers pipeline; config.json: a transformers model such as CLIP).
 
     A name that is an existing folder is used as is. Anything else that looks
     like a hub id is looked up in the Hugging Face cache first and downloaded
@@ -128,7 +129,7 @@ def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
     """
     path = Path(source.name).expanduser()
     if path.is_dir():
-        return local_model_dir(path.resolve(), source.subfolder)
+        return local_model_dir(path.resolve(), source.subfolder, marker)
     if not _HUB_ID.match(source.name):
         raise ModelNotFoundError(
             f"Model folder '{source.name}' (the {MODEL_FIELD}) does not exist.",
@@ -163,25 +164,25 @@ def resolve_model_dir(source: ModelSource, allow_download: bool = True) -> Path:
     return folder
 
 
-def local_model_dir(path: Path, subfolder: str | None) -> Path:
+def local_model_dir(path: Path, subfolder: str | None, marker: str = "model_index.json") -> Path:
     """The model folder inside a local folder: `subfolder` where it exists, else
-    the folder itself when it holds model_index.json (a default subfolder such as
+    the folder itself when it holds `marker` (a default subfolder such as
     checkpoint-2500 does not apply to it), else its only sub-folder with a
-    model_index.json. Raises ModelNotFoundError naming the settings otherwise."""
+    `marker`. Raises ModelNotFoundError naming the settings otherwise."""
     if subfolder and (path / subfolder).is_dir():
         return path / subfolder
-    if (path / "model_index.json").is_file():
+    if (path / marker).is_file():
         return path
-    inside = sorted(child.name for child in path.iterdir() if (child / "model_index.json").is_file())
+    inside = sorted(child.name for child in path.iterdir() if (child / marker).is_file())
     if len(inside) == 1:
         return path / inside[0]
     asked = f"has no sub-folder '{subfolder}' (the {SUBFOLDER_FIELD}) and " if subfolder else ""
-    found = f"holds several models ({', '.join(inside)})" if inside else "holds no model_index.json"
+    found = f"holds several models ({', '.join(inside)})" if inside else f"holds no {marker}"
     raise ModelNotFoundError(
         f"Model folder '{path}' (the {MODEL_FIELD}) {asked}{found}.",
         f"Set the {SUBFOLDER_FIELD} to one of: {', '.join(inside)}."
         if inside
-        else "Point the model setting at the folder that holds model_index.json "
+        else f"Point the model setting at the folder that holds {marker} "
         f"(for the published model, its '{PUBLISHED_SUBFOLDER}' folder).",
     )
 
