@@ -93,6 +93,7 @@ def _ink_material(ob) -> int:
     if style is None or not style.show_stroke or style.hide:
         material = bpy.data.materials.new(INK_MATERIAL)
         bpy.data.materials.create_gpencil_data(material)
+        material.grease_pencil.show_stroke = True  # Blender 5.x creates Grease Pencil materials without strokes
     ob.data.materials.append(material)
     return len(ob.material_slots) - 1
 
