@@ -7,8 +7,20 @@ when it has one), without hidden layers (directly or through any hidden layer
 group) and without strokes whose material is hidden or draws nothing. Closed
 strokes (Box, Circle tools) go out closed; a fill-only stroke goes out as the
 closed outline of the region it fills. Point opacity is multiplied by the
-layer's opacity. Not applied: layer masks (a masked layer is sent whole) and
-layer blend modes.
+layer's opacity.
+
+Layer masks are applied as Blender's Grease Pencil engine applies them: a
+layer with Use Masks on (and on in every layer group above it) is masked by
+its mask entries that are not hidden and name another layer that is shown
+(not a group; index below 256); with none of those it draws unmasked. The
+masks are folded in layer order (not list order): plain ones add up, inverted
+ones cut away (the backend's `sketch._mask_coverage`). A mask layer covers
+with its evaluated lines (point opacity; its layer opacity does not count)
+and fills (where its material shows fill; the stroke's fill opacity), through
+its own transform; its own masks do not apply to it. The mask layers' strokes
+and the masks go out with the drawing; the backend rasterises the coverage
+and multiplies the masked strokes by it. Not applied: layer blend modes and
+material colour alpha.
 
 The backend rasterises; Blender only projects. The placement (frame matrix
 and the drawing's plane) travels with the job, so the results are put back
@@ -26,6 +38,8 @@ from .gpencil import read_strokes
 from .projection import Frame
 
 SCHEMA_VERSION = 1
+MAX_MASK_INDEX = 256  # Blender's GP_MAX_MASKBITS: a layer at this index or later cannot mask
+MASK_REACH = 100.0  # frame sizes a mask layer may reach past the frame (the backend's sketch.MASK_REACH)
 GENERATED_PREFIX = "FlipSketch: "  # layers the importer creates
 
 
@@ -55,9 +69,11 @@ class _Gathered:
 
     world: np.ndarray  # (N, 3)
     radius: np.ndarray  # (N,) world units
-    opacity: np.ndarray  # (N,) point opacity x layer opacity
+    opacity: np.ndarray  # (N,) point opacity x layer opacity (a mask layer's: point opacity x line shown)
     counts: np.ndarray  # (S,) points per stroke
     closed: np.ndarray  # (S,) bool
+    fill: np.ndarray  # (S,) a mask layer's: opacity of the enclosed region (0: no fill)
+    mask: np.ndarray  # (S,) index of the stroke's mask in the schema's "masks" (-1: none)
 
 
 @contextmanager
@@ -101,18 +117,43 @@ def layer_matrix(ob, layer, depsgraph) -> np.ndarray:
 
 
 def _material_styles(ob) -> tuple[np.ndarray, np.ndarray]:
-    """Per material slot: (drawn at all, fill only). A slot without a Grease
-    Pencil material draws with Blender's default stroke material."""
-    drawn, fill_only = [], []
+    """Per material slot: (shows its line, shows its fill), both False for a
+    hidden material. A slot without a Grease Pencil material draws with
+    Blender's default stroke material."""
+    line, fill = [], []
     for slot in ob.material_slots:
         style = slot.material.grease_pencil if slot.material is not None else None
-        if style is None:
-            drawn.append(True)
-            fill_only.append(False)
+        line.append(style is None or (not style.hide and style.show_stroke))
+        fill.append(style is not None and not style.hide and style.show_fill)
+    return np.array(line, bool), np.array(fill, bool)
+
+
+def uses_masks(layer) -> bool:
+    """Whether `layer` is masked at all: its own Use Masks and every layer
+    group above it (Blender's TreeNode::use_masks)."""
+    node = layer
+    while node is not None:
+        if not node.use_masks:
+            return False
+        node = node.parent_group
+    return True
+
+
+def mask_entries(layers, layer) -> tuple[tuple[int, bool], ...]:
+    """The masks Blender's engine applies to `layer` (one of `layers`, the
+    data's layers): (index of the mask layer in `layers`, inverted), in layer
+    order, the order they are folded in. A mask counts when it is not hidden,
+    names another layer (not a group) that is shown, and that layer's index is
+    below MAX_MASK_INDEX. Empty: the layer draws unmasked."""
+    if not uses_masks(layer):
+        return ()
+    entries: dict[int, bool] = {}
+    for mask in layer.mask_layers:
+        index = layers.find(mask.name)
+        if mask.hide or index < 0 or mask.name == layer.name or index >= MAX_MASK_INDEX or is_hidden(layers[index]):
             continue
-        drawn.append(not style.hide and (style.show_stroke or style.show_fill))
-        fill_only.append(not style.show_stroke and style.show_fill)
-    return np.array(drawn, bool), np.array(fill_only, bool)
+        entries[index] = mask.invert  # named twice: the last entry's invert wins, as in Blender's bitmap
+    return tuple(sorted(entries.items()))
 
 
 def _layers_to_send(ob, evaluated, active_layer_only: bool, only_layer) -> list:
@@ -123,31 +164,60 @@ def _layers_to_send(ob, evaluated, active_layer_only: bool, only_layer) -> list:
     return [layer for layer in evaluated.layers if not is_hidden(layer) and not layer.name.startswith(GENERATED_PREFIX)]
 
 
-def _gather(ob, layers: list, frame_number: int, depsgraph) -> _Gathered:
-    """The visible strokes of `layers` (evaluated)."""
-    drawn, fill_only = _material_styles(ob)
-    parts: list[tuple[np.ndarray, ...]] = []
-    for layer in layers:
-        data = read_strokes(layer, frame_number)
-        if data is None:
-            continue
-        counts = np.diff(data.offsets)
-        closed = data.cyclic.copy()
-        keep = counts > 0
-        if len(drawn):
-            slot = np.clip(data.material, 0, len(drawn) - 1)
-            keep &= drawn[slot]
-            closed |= fill_only[slot]
-        points = np.repeat(keep, counts)
-        matrix = layer_matrix(ob, layer, depsgraph)
-        world = data.positions[points] @ matrix[:3, :3].T + matrix[:3, 3]
-        scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3])))) or 1.0
-        opacity = data.opacity[points] * layer.opacity
-        parts.append((world, data.radius[points] * scale, opacity, counts[keep], closed[keep]))
+def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) -> _Gathered | None:
+    """The visible strokes of `layer` (evaluated) at `frame_number`, None when
+    it has none. `as_mask`: as a mask layer covers (lines where its material
+    shows lines, fills where it shows fills; the layer's opacity does not count)."""
+    data = read_strokes(layer, frame_number)
+    if data is None:
+        return None
+    line, fill = _material_styles(ob)
+    counts = np.diff(data.offsets)
+    closed = data.cyclic.copy()
+    keep = counts > 0
+    shows_line, shows_fill = np.ones(len(counts), bool), np.zeros(len(counts), bool)
+    if len(line):
+        slot = np.clip(data.material, 0, len(line) - 1)
+        shows_line, shows_fill = line[slot], fill[slot]
+        keep &= shows_line | shows_fill
+        if not as_mask:
+            closed |= shows_fill & ~shows_line  # a fill-only stroke: the outline of its region
+    points = np.repeat(keep, counts)
+    matrix = layer_matrix(ob, layer, depsgraph)
+    world = data.positions[points] @ matrix[:3, :3].T + matrix[:3, 3]
+    scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3])))) or 1.0
+    if as_mask:
+        opacity = data.opacity[points] * np.repeat(shows_line, counts)[points]
+        fill_opacity = np.where(shows_fill & (counts >= 3), data.fill_opacity, 0.0)[keep]
+    else:
+        opacity, fill_opacity = data.opacity[points] * layer.opacity, np.zeros(int(keep.sum()))
+    mask = np.full(int(keep.sum()), -1)
+    return _Gathered(world, data.radius[points] * scale, opacity, counts[keep], closed[keep], fill_opacity, mask)
+
+
+def _concatenate(parts: list[_Gathered]) -> _Gathered:
     if not parts:
         empty = np.zeros(0)
-        return _Gathered(np.zeros((0, 3)), empty, empty, np.zeros(0, int), np.zeros(0, bool))
-    return _Gathered(*[np.concatenate(column) for column in zip(*parts, strict=True)])
+        return _Gathered(np.zeros((0, 3)), empty, empty, np.zeros(0, int), np.zeros(0, bool), empty, np.zeros(0, int))
+    return _Gathered(*[np.concatenate(column) for column in zip(*(vars(p).values() for p in parts), strict=True)])
+
+
+def _gather(ob, evaluated, layers: list, frame_number: int, depsgraph) -> tuple[_Gathered, list, list[list[dict]]]:
+    """The visible strokes of `layers` (evaluated), a masked layer's tagged
+    with its mask; the mask layers (evaluated) the masks use; the masks in the
+    schema (layers with the same masks share one)."""
+    parts, keys = [], {}  # keys: mask entries -> mask index (dicts keep insertion order)
+    for layer in layers:
+        part = _read_layer(ob, layer, frame_number, depsgraph)
+        if part is None:
+            continue
+        key = mask_entries(evaluated.layers, layer)
+        if key:
+            part.mask[:] = keys.setdefault(key, len(keys))
+        parts.append(part)
+    used = sorted({index for key in keys for index, _ in key})
+    masks = [[{"layer": used.index(index), "invert": invert} for index, invert in key] for key in keys]
+    return _concatenate(parts), [evaluated.layers[index] for index in used], masks
 
 
 def _anything_drawn(ob, frame_number: int) -> bool:
@@ -169,39 +239,21 @@ def _closed_order(counts: np.ndarray, closed: np.ndarray) -> tuple[np.ndarray, n
     return order, offsets
 
 
-def export_drawing(
-    ob, frame_number: int, frame: Frame, active_layer_only: bool = False, only_layer=None
-) -> tuple[dict, Placement]:
-    """What Blender draws of `ob` at `frame_number` (see the module docstring),
-    projected through `frame`: the stroke schema (points and radius in square
-    units, 0..1; opacity 0..1 per stroke) and the placement for the results.
-    `active_layer_only` or `only_layer` (a layer of `ob`) send one layer, hidden
-    or not. The scene is evaluated at `frame_number` and put back.
-    Raises ExportError when nothing visible is drawn, or it is behind the camera
-    or outside the frame."""
-    with scene_at(bpy.context.scene, frame_number):
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        evaluated = ob.evaluated_get(depsgraph).data
-        gathered = _gather(ob, _layers_to_send(ob, evaluated, active_layer_only, only_layer), frame_number, depsgraph)
-    if not len(gathered.counts):
-        if _anything_drawn(ob, frame_number):
-            raise ExportError(
-                f"Everything drawn on '{ob.name}' at frame {frame_number} is hidden (layers, layer groups or "
-                "materials). Show what should be animated."
-            )
-        raise ExportError(f"'{ob.name}' has nothing drawn at frame {frame_number}. Draw first, or go to a drawn frame.")
-    world = gathered.world
-    xy, depth = frame.to_square(world)
-    if (depth <= 0).any():
-        raise ExportError("Part of the drawing is behind the camera. Move the camera or the drawing.")
-    fw, fh = frame.extent
-    if not ((np.abs(xy[:, 0] - 0.5) <= fw / 2) & (np.abs(xy[:, 1] - 0.5) <= fh / 2)).any():
-        raise ExportError("The drawing is outside the camera frame. Frame it with the camera first.")
+def _project(gathered: _Gathered, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 2) points in square units, (N,) depth, (N,) radius in square units."""
+    xy, depth = frame.to_square(gathered.world)
     origins, _ = frame.rays(np.array([[0.4, 0.5], [0.6, 0.5]]))
     right = (origins[1] - origins[0]) / np.linalg.norm(origins[1] - origins[0])  # world direction of the frame's x
-    edge, _ = frame.to_square(world + right * gathered.radius[:, None])
-    radius = np.abs(edge[:, 0] - xy[:, 0])
+    edge, _ = frame.to_square(gathered.world + right * gathered.radius[:, None])
+    return xy, depth, np.abs(edge[:, 0] - xy[:, 0])
+
+
+def _strokes(gathered: _Gathered, xy: np.ndarray, radius: np.ndarray) -> list[dict]:
+    """The schema's strokes: points, radius, opacity (the mean of the
+    points'), and "fill" or "mask" where the stroke has one."""
     counts = gathered.counts
+    if not len(counts):
+        return []
     opacity = (np.add.reduceat(gathered.opacity, np.r_[0, np.cumsum(counts)[:-1]]) / counts).tolist()
     order, offsets = _closed_order(counts, gathered.closed)
     points, radii = xy[order].round(6).tolist(), radius[order].round(6).tolist()
@@ -210,10 +262,66 @@ def export_drawing(
         {"points": points[a:b], "radius": radii[a:b], "opacity": o}
         for a, b, o in zip(bounds[:-1], bounds[1:], opacity, strict=True)
     ]
+    for index in np.flatnonzero(gathered.fill > 0).tolist():
+        strokes[index]["fill"] = round(float(gathered.fill[index]), 6)
+    for index in np.flatnonzero(gathered.mask >= 0).tolist():
+        strokes[index]["mask"] = int(gathered.mask[index])
+    return strokes
+
+
+def export_drawing(
+    ob, frame_number: int, frame: Frame, active_layer_only: bool = False, only_layer=None
+) -> tuple[dict, Placement]:
+    """What Blender draws of `ob` at `frame_number` (see the module docstring),
+    projected through `frame`: the stroke schema (points and radius in square
+    units, 0..1; opacity 0..1 per stroke; "masks" and "mask_layers" when a sent
+    layer is masked) and the placement for the results.
+    `active_layer_only` or `only_layer` (a layer of `ob`) send one layer, hidden
+    or not (its masks applied). The scene is evaluated at `frame_number` and put back.
+    Raises ExportError when nothing visible is drawn, or it is behind the camera
+    or outside the frame, or a mask layer lies behind the camera or more than
+    MASK_REACH frame sizes outside the frame."""
+    with scene_at(bpy.context.scene, frame_number):
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        evaluated = ob.evaluated_get(depsgraph).data
+        layers = _layers_to_send(ob, evaluated, active_layer_only, only_layer)
+        gathered, mask_layers, masks = _gather(ob, evaluated, layers, frame_number, depsgraph)
+        covers = [(layer.name, _read_layer(ob, layer, frame_number, depsgraph, as_mask=True)) for layer in mask_layers]
+    if not len(gathered.counts):
+        if _anything_drawn(ob, frame_number):
+            raise ExportError(
+                f"Everything drawn on '{ob.name}' at frame {frame_number} is hidden (layers, layer groups or "
+                "materials). Show what should be animated."
+            )
+        raise ExportError(f"'{ob.name}' has nothing drawn at frame {frame_number}. Draw first, or go to a drawn frame.")
+    xy, depth, radius = _project(gathered, frame)
+    if (depth <= 0).any():
+        raise ExportError("Part of the drawing is behind the camera. Move the camera or the drawing.")
+    fw, fh = frame.extent
+    if not ((np.abs(xy[:, 0] - 0.5) <= fw / 2) & (np.abs(xy[:, 1] - 0.5) <= fh / 2)).any():
+        raise ExportError("The drawing is outside the camera frame. Frame it with the camera first.")
+    drawing = {"schema": "flipsketch.strokes", "version": SCHEMA_VERSION, "strokes": _strokes(gathered, xy, radius)}
+    if masks:
+        drawing["masks"], drawing["mask_layers"] = masks, [_mask_layer(name, cover, frame) for name, cover in covers]
     placement = Placement(
         matrix=frame.matrix.tolist(),
         aspect=frame.aspect,
-        point=world.mean(axis=0).tolist(),
+        point=gathered.world.mean(axis=0).tolist(),
         normal=frame.image_plane_normal().tolist(),
     )
-    return {"schema": "flipsketch.strokes", "version": SCHEMA_VERSION, "strokes": strokes}, placement
+    return drawing, placement
+
+
+def _mask_layer(name: str, cover: _Gathered | None, frame: Frame) -> dict:
+    """A mask layer in the schema: its strokes (lines, and "fill" where its material fills)."""
+    if cover is None:
+        return {"strokes": []}
+    xy, depth, radius = _project(cover, frame)
+    if (depth <= 0).any():
+        raise ExportError(f"Part of the mask layer '{name}' is behind the camera. Move the camera or the layer.")
+    if (np.abs(xy - 0.5) > 0.5 + MASK_REACH).any():
+        raise ExportError(
+            f"The mask layer '{name}' reaches more than {MASK_REACH:g} frame widths outside the camera frame. "
+            "Keep its shapes nearer to the frame."
+        )
+    return {"strokes": _strokes(cover, xy, radius)}

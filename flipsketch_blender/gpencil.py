@@ -37,6 +37,7 @@ class Strokes:
     opacity: np.ndarray  # (N,)
     cyclic: np.ndarray  # (S,) bool: closed strokes (Box and Circle tools)
     material: np.ndarray  # (S,) material slot index
+    fill_opacity: np.ndarray  # (S,) 0..1: how opaque the region a stroke encloses is, where its material fills
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         return np.split(values, self.offsets[1:-1])
@@ -73,6 +74,7 @@ def read_strokes(layer, frame_number: int) -> Strokes | None:
         _read_attribute(drawing, "opacity", count, 1.0),
         _read_attribute(drawing, "cyclic", curves, False, bool),
         _read_attribute(drawing, "material_index", curves, 0, np.int32),
+        _read_attribute(drawing, "fill_opacity", curves, 1.0),
     )
 
 

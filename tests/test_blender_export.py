@@ -1,7 +1,8 @@
 """Export = what the camera shows, and import lands where the job saw it, in
 the real bpy module: hidden layer groups and materials, closed strokes,
 Grease Pencil modifiers, layer parents (object and bone), layer adjustments,
-the ink material of imported strokes and the image card under lens shift."""
+the ink material of imported strokes, the image card under lens shift, and
+layer masks."""
 
 # ruff: noqa: F811  (the fixtures `addon` and `scene` are test_blender's, imported)
 
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 from mathutils import Vector
 from PIL import Image
+
+from flipsketch.sketch import rasterize_strokes
 
 from .conftest import ROOT
 from .test_blender import SQUARE, _reference_square, addon, scene  # noqa: F401
@@ -286,3 +289,161 @@ def test_image_card_covers_the_frame_the_camera_had_at_job_time(scene, tmp_path:
     got = _reference_square(world, scene)  # through Blender's own projection, the camera back at job time
     assert np.abs(got - [[0, 0], [1, 0], [1, 1], [0, 1]]).max() * PX < 0.05
     assert np.allclose(np.array(card.matrix_world.to_scale()), 1.0, atol=1e-6)
+
+
+LINE = {"strokes": [{"points": [[0.1, 0.5], [0.9, 0.5]], "radius": [0.01, 0.01]}]}  # along row 32 of 64
+ROW = 32  # the line's row in a 64 px drawing
+
+
+def _box(x0: float, x1: float) -> dict:
+    """A box around the line from x0 to x1 (square units), drawn with a fill-only material."""
+    return {"strokes": [{"points": [[x0, 0.4], [x1, 0.4], [x1, 0.6], [x0, 0.6]], "radius": [0.01] * 4}]}
+
+
+def _material(ob, name: str, show_stroke: bool, show_fill: bool) -> None:
+    material = bpy.data.materials.new(name)
+    bpy.data.materials.create_gpencil_data(material)
+    material.grease_pencil.show_stroke, material.grease_pencil.show_fill = show_stroke, show_fill
+    ob.data.materials.append(material)
+
+
+def _matte(ob, name: str, x0: float, x1: float):
+    """A layer of one filled box (no line): what masks are drawn with."""
+    layer = _layer(ob, name, _box(x0, x1))
+    if not ob.material_slots:  # slot 0 keeps drawing lines: the other layers' strokes use it
+        _material(ob, "Ink", show_stroke=True, show_fill=False)
+    slot = ob.material_slots.find("Matte")
+    if slot < 0:
+        _material(ob, "Matte", show_stroke=False, show_fill=True)
+        slot = len(ob.material_slots) - 1
+    _set_curve_attribute(layer, "material_index", "INT", np.array([slot], np.int32))
+    return layer
+
+
+def _add_mask(ob, layer, mask_layer, invert: bool = False):
+    """`mask_layer` masks `layer` (through Blender's operator: 4.5 has no
+    mask_layers.add); Use Masks switched on."""
+    ob.data.layers.active = layer
+    assert bpy.ops.grease_pencil.layer_mask_add(name=mask_layer.name) == {"FINISHED"}
+    entry = layer.mask_layers[mask_layer.name]
+    entry.invert, layer.use_masks = invert, True
+    return entry
+
+
+def _drawing(ob) -> dict:
+    scene = bpy.context.scene
+    frame = addon_module("projection").camera_frame(scene, bpy.context.evaluated_depsgraph_get())
+    return addon_module("export").export_drawing(ob, scene.frame_current, frame)[0]
+
+
+def _line_ink(ob) -> np.ndarray:
+    """Ink (255 - gray) along the line's row of the rasterised drawing, 64 px, per column."""
+    return 255 - np.asarray(rasterize_strokes(_drawing(ob), 64, 64)).astype(int)[ROW]
+
+
+def _columns(x0: float, x1: float) -> slice:
+    """The columns of a 64 px drawing well inside x0..x1 (clear of box outlines)."""
+    return slice(round(x0 * 64) + 2, round(x1 * 64) - 2)
+
+
+def test_a_masked_layer_shows_only_inside_its_filled_mask_or_outside_an_inverted_one(scene) -> None:
+    add_camera()
+    ob = add_drawing(LINE)
+    lines = ob.data.layers["Lines"]
+    plain = _line_ink(ob)
+    assert (plain[_columns(0.1, 0.9)] > 150).all()
+    matte = _matte(ob, "Matte", 0.4, 0.6)
+    entry = _add_mask(ob, lines, matte)
+    drawing = _drawing(ob)
+    assert drawing["masks"] == [[{"layer": 0, "invert": False}]]
+    (box,) = drawing["mask_layers"][0]["strokes"]
+    assert box["fill"] == 1.0 and box["opacity"] == 0.0  # a fill-only material: the region covers, no line
+    assert [stroke.get("mask") for stroke in drawing["strokes"]] == [0, None]  # the line masked, the matte not
+    masked = _line_ink(ob)
+    inside, left, right = _columns(0.4, 0.6), _columns(0.0, 0.4), _columns(0.6, 1.0)
+    assert np.array_equal(masked[inside], plain[inside])  # all of the line inside the box
+    assert (masked[left] == 0).all() and (masked[right] == 0).all()  # nothing of it outside
+    entry.invert = True
+    inverted = _line_ink(ob)
+    assert (inverted[inside] == 0).all()
+    assert np.array_equal(inverted[left], plain[left]) and np.array_equal(inverted[right], plain[right])
+    matte.opacity, lines.opacity = 0.1, 0.5  # a mask layer's opacity does not weaken its mask; the layer's own does
+    entry.invert = False
+    faint = _line_ink(ob)
+    assert np.array_equal(faint[inside], np.ceil(plain[inside] * 0.5)) and (faint[left] == 0).all()
+
+
+def test_masks_unite_and_fold_in_layer_order_not_list_order(scene) -> None:
+    add_camera()
+    ob = add_drawing(LINE)
+    lines = ob.data.layers["Lines"]
+    plain = _line_ink(ob)
+    left, right = _matte(ob, "Left", 0.15, 0.4), _matte(ob, "Right", 0.6, 0.85)
+    _add_mask(ob, lines, right)
+    _add_mask(ob, lines, left)
+    ink = _line_ink(ob)
+    for shown in (_columns(0.15, 0.4), _columns(0.6, 0.85)):
+        assert np.array_equal(ink[shown], plain[shown])
+    for cut in (_columns(0.0, 0.15), _columns(0.4, 0.6), _columns(0.85, 1.0)):
+        assert (ink[cut] == 0).all()
+    assert _drawing(ob)["masks"] == [[{"layer": 0, "invert": False}, {"layer": 1, "invert": False}]]  # Left first
+
+    ob2 = add_drawing(LINE, name="Holed")
+    lines = ob2.data.layers["Lines"]
+    wide, hole = _matte(ob2, "Wide", 0.2, 0.8), _matte(ob2, "Hole", 0.4, 0.6)
+    _add_mask(ob2, lines, hole, invert=True)  # listed first, but folded after Wide (above it in the layers)
+    _add_mask(ob2, lines, wide)
+    ink = _line_ink(ob2)
+    for shown in (_columns(0.2, 0.4), _columns(0.6, 0.8)):
+        assert np.array_equal(ink[shown], plain[shown])
+    for cut in (_columns(0.0, 0.2), _columns(0.4, 0.6), _columns(0.8, 1.0)):
+        assert (ink[cut] == 0).all()
+    ob2.data.layers.move(hole, "DOWN")  # Hole below Wide: inverted first (all but the hole), then Wide added
+    ink = _line_ink(ob2)
+    for shown in (_columns(0.1, 0.2), _columns(0.2, 0.4), _columns(0.4, 0.6), _columns(0.6, 0.8)):
+        assert np.array_equal(ink[shown], plain[shown])  # the whole line
+
+
+def test_hidden_or_switched_off_masks_are_ignored(scene) -> None:
+    add_camera()
+    ob = add_drawing(LINE)
+    lines = ob.data.layers["Lines"]
+    plain = _line_ink(ob)
+    matte = _matte(ob, "Matte", 0.4, 0.6)
+    entry = _add_mask(ob, lines, matte)
+    outside = _columns(0.0, 0.4)
+    assert (_line_ink(ob)[outside] == 0).all()  # masked
+
+    def unmasked() -> bool:
+        drawing = _drawing(ob)
+        ink = 255 - np.asarray(rasterize_strokes(drawing, 64, 64)).astype(int)[ROW]
+        return "masks" not in drawing and np.array_equal(ink[outside], plain[outside])
+
+    entry.hide = True  # the mask entry hidden
+    assert unmasked()
+    entry.hide = False
+    lines.use_masks = False
+    assert unmasked()
+    lines.use_masks = True
+    group = ob.data.layer_groups.new("Group")
+    ob.data.layers.move_to_layer_group(lines, group)
+    group.use_masks = False  # a group's Use Masks switches its layers' masks off
+    assert unmasked()
+    group.use_masks = True
+    assert not unmasked()
+    matte.hide = True  # a hidden mask layer does not mask (nor is it sent)
+    assert unmasked()
+    matte.hide = False
+    matte_group = ob.data.layer_groups.new("Mattes")
+    ob.data.layers.move_to_layer_group(matte, matte_group)
+    matte_group.hide = True  # hidden through its group
+    assert unmasked()
+    matte_group.hide = False
+    assert not unmasked()
+    group.hide = True  # the masked layer itself hidden through its group: not sent, nor its masks
+    drawing = _drawing(ob)
+    assert "masks" not in drawing and len(drawing["strokes"]) == 1  # the matte's outline only
+    group.hide = False
+    ob.data.materials["Matte"].grease_pencil.hide = True  # the mask layer draws nothing: the layer shows nowhere
+    drawing = _drawing(ob)
+    assert drawing["mask_layers"] == [{"strokes": []}] and drawing["strokes"][0]["mask"] == 0

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from flipsketch.errors import InputError
-from flipsketch.sketch import prepare_image, rasterize_strokes, read_sketch
+from flipsketch.sketch import MAX_MASK_LAYERS, MAX_STROKE_POINTS, prepare_image, rasterize_strokes, read_sketch
+from flipsketch.validation import FieldError
 
 
 def _drawing(size=(200, 120), mode="L", ink=0, paper=255) -> Image.Image:
@@ -130,6 +131,95 @@ def test_stroke_opacity_and_per_point_radius() -> None:
 def test_bad_strokes_get_specific_errors(data: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         rasterize_strokes(data, 64, 64)
+
+
+EVERYWHERE = {"points": [[-0.5, 0.5], [1.5, 0.5]], "radius": 0.5}  # ink over the whole frame
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float, fill: float) -> dict:
+    """A fill-only mask stroke: the rectangle, no line."""
+    return {"points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], "opacity": 0.0, "fill": fill}
+
+
+MASK_LAYERS = [
+    {"strokes": [_rect(-1, -1, 0.5, 2, 0.5)]},  # 0: the left half, half covered
+    {"strokes": [_rect(-1, -1, 2, 0.5, 0.5)]},  # 1: the top half, half covered
+    {"strokes": [_rect(0.75, -1, 2, 2, 1.0)]},  # 2: the right quarter, fully
+]
+# pixel centres (row, column) of a 64 px drawing: top-left, top middle, bottom-left, bottom middle, top right quarter
+REGIONS = {"TL": (8, 8), "TM": (8, 40), "BL": (40, 8), "BM": (40, 40), "RQ": (8, 56)}
+
+
+def _masked(*entries: tuple[int, bool]) -> dict[str, int]:
+    data = strokes({**EVERYWHERE, "mask": 0})
+    data["mask_layers"] = MASK_LAYERS
+    data["masks"] = [[{"layer": layer, "invert": invert} for layer, invert in entries]]
+    image = np.asarray(rasterize_strokes(data, 64, 64))
+    return {name: int(image[at]) for name, at in REGIONS.items()}
+
+
+def test_masks_fold_like_blenders_engine() -> None:
+    """Gray = 255 - ceil(255 x coverage); plain masks unite (1 - (1 - a)(1 - b)),
+    inverted ones cut (x (1 - m)), in the order given."""
+    half, three_quarters = 255 - 128, 255 - 192  # ceil(127.5), ceil(191.25)
+    assert _masked((0, False)) == {"TL": half, "TM": 255, "BL": half, "BM": 255, "RQ": 255}
+    union = {"TL": three_quarters, "TM": half, "BL": half, "BM": 255, "RQ": half}
+    assert _masked((0, False), (1, False)) == union
+    assert _masked((0, False), (1, False), (2, True)) == {**union, "RQ": 255}
+    assert _masked((2, True)) == {"TL": 0, "TM": 0, "BL": 0, "BM": 0, "RQ": 255}  # inverted first: all but it
+    assert _masked((2, True), (0, False)) == {"TL": 0, "TM": 0, "BL": 0, "BM": 0, "RQ": 255}
+    assert _masked((0, False), (2, True)) == {"TL": half, "TM": 255, "BL": half, "BM": 255, "RQ": 255}
+
+
+def test_a_masked_stroke_shows_only_inside_its_mask_and_others_are_untouched() -> None:
+    ring = {"points": [[0.3, 0.3], [0.7, 0.3], [0.7, 0.7], [0.3, 0.7]], "radius": 0.05, "cyclic": True}
+    line = {"points": [[0.1, 0.9], [0.9, 0.9]], "radius": 0.02}
+    data = strokes({**EVERYWHERE, "mask": 0}, line)
+    data["mask_layers"] = [{"strokes": [ring]}]  # a line (opacity 1, no fill) masks where it is drawn
+    data["masks"] = [[{"layer": 0, "invert": False}]]
+    masked = np.asarray(rasterize_strokes(data, 64, 64)) < 255
+    alone = np.asarray(rasterize_strokes(strokes({**ring, "opacity": 1.0}, line), 64, 64)) < 255
+    assert np.array_equal(masked, alone)  # the whole-frame stroke is cut to the ring exactly
+    data["mask_layers"] = [{"strokes": [{**ring, "fill": 1.0}]}]  # filled: the inside shows too
+    image = np.asarray(rasterize_strokes(data, 64, 64))
+    assert image[32, 32] == 0 and image[4, 4] == 255 and image[57, 32] < 128  # inside, outside, the line
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"masks": {}}, "masks", "must be a list"),
+        ({"masks": [[]]}, "masks[0]", "non-empty list"),
+        ({"masks": [["x"]]}, "masks[0][0]", "must be an object"),
+        ({"masks": [[{"layer": 3}]]}, "masks[0][0].layer", "is 3, not the index of one of 1 mask layers"),
+        ({"masks": [[{"layer": True}]]}, "masks[0][0].layer", "is True"),
+        ({"masks": [[{"layer": 0, "invert": 1}]]}, "masks[0][0].invert", "not true or false"),
+        ({"mask_layers": [{}]}, "mask_layers[0]", "'strokes' list"),
+        ({"mask_layers": [{"strokes": []}] * (MAX_MASK_LAYERS + 1)}, "mask_layers", f"at most {MAX_MASK_LAYERS}"),
+        ({"mask_layers": [{"strokes": [_rect(0, 0, 1, 1, 2.0)]}]}, "mask_layers[0].strokes[0].fill", "0..1"),
+        ({"mask_layers": [{"strokes": [_rect(0, 0, 1, 200, 1.0)]}]}, "mask_layers[0].strokes[0].points", "-100..101"),
+        ({"mask_layers": [{"strokes": [{"points": "x"}]}]}, "mask_layers[0].strokes[0].points", "hold numbers"),
+        ({"stroke_mask": 1}, "strokes[0].mask", "'mask' is 1, not the index of one of 1 masks"),
+        ({"stroke_mask": False}, "strokes[0].mask", "'mask' is False"),
+    ],
+)
+def test_bad_masks_get_errors_naming_the_field(change: dict, field: str, message: str) -> None:
+    stroke = {**EVERYWHERE, "mask": change.pop("stroke_mask", 0)}
+    data = {**strokes(stroke), "mask_layers": [{"strokes": [_rect(0, 0, 1, 1, 1.0)]}], "masks": [[{"layer": 0}]]}
+    with pytest.raises(FieldError, match=message) as info:
+        rasterize_strokes({**data, **change}, 64, 64)
+    assert info.value.field == field
+
+
+def test_mask_layers_count_once_per_use_in_the_point_limit() -> None:
+    corners = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]] + [[0.0, 1.0]] * (MAX_STROKE_POINTS // 2 - 2)
+    heavy = {"strokes": [{"points": corners, "fill": 1.0}]}
+    data = {**strokes({**EVERYWHERE, "mask": 0}), "mask_layers": [heavy], "masks": [[{"layer": 0}]]}
+    rasterize_strokes(data, 16, 16)  # once: within the limit
+    data["masks"] = [[{"layer": 0}], [{"layer": 0}]]
+    with pytest.raises(FieldError, match="over 250000 points") as info:
+        rasterize_strokes(data, 16, 16)
+    assert info.value.field == "masks[1]"
 
 
 def test_stroke_json_files_are_read(tmp_path: Path) -> None:

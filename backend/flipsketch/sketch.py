@@ -25,6 +25,16 @@ origin top-left, y down, so pixel column i spans [i/W, (i+1)/W]; radius is a
 fraction of the frame width (a number, or one per point); opacity is 0..1.
 Optional per stroke: "cyclic": true (a closed stroke, its last point joins the
 first) and "id" (traced strokes: the same line keeps its id across a clip).
+
+Layer masks (Grease Pencil's), optional: a stroke with "mask": i shows only
+where mask i covers. "mask_layers" lists the strokes of the layers that mask
+([{"strokes": [...]}, ...]; their points may lie up to MASK_REACH frame sizes
+outside the frame, and a stroke may carry "fill": 0..1, the opacity of the
+region its points enclose; "opacity" 0 draws no line). "masks" lists, per mask,
+the mask layers folded in order ([[{"layer": k, "invert": false}, ...], ...]):
+plain ones add up, inverted ones cut away, exactly as Blender's engine does
+(`_mask_coverage`). The mask layers are not drawn by themselves: a mask layer
+that shows is also among "strokes".
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +62,9 @@ MARGIN = 0.04  # white border added around image files when fitted to the frame
 SUPERSAMPLE = 4  # stroke rasterisation anti-aliasing factor
 MAX_STROKE_POINTS = 250_000  # all strokes together: bounds the rasterising cost
 MAX_RADIUS = 0.5  # of the frame width
+MASK_REACH = 100.0  # frame sizes a mask layer's points may lie past the frame
+MAX_MASK_LAYERS = 256  # Blender's limit too (GP_MAX_MASKBITS): later layers cannot mask
+MAX_MASK_USES = 256  # mask layer uses over all masks: bounds the full-canvas folding work
 SHADING_SIDE = 256  # polarity is judged against a median paper at this size (pixels, longer side)
 SHADING_WINDOW = 8  # shading window: 1/8 of the longer side; wider strokes count as paper shading
 INK_CONTRAST = 0.15  # ink is at least 15 % darker than the paper around it
@@ -267,53 +281,198 @@ def prepare_reference(source: str | Path | bytes, width: int = 256, height: int 
     return gray if gray.size == (width, height) else gray.resize((width, height), Image.Resampling.LANCZOS)
 
 
-def _stroke_error(index: int, problem: str, name: str = "") -> FieldError:
+def _stroke_error(index: int, problem: str, name: str = "", where: str = "strokes") -> FieldError:
+    label = f"Stroke {index}" if where == "strokes" else f"{where}[{index}]"
     return FieldError(
-        f"strokes[{index}]{'.' + name if name else ''}",
-        f"Stroke {index}: {problem}.",
+        f"{where}[{index}]{'.' + name if name else ''}",
+        f"{label}: {problem}.",
         "Send strokes in the flipsketch.strokes schema (see sketch.py).",
     )
 
 
-def _numbers(index: int, name: str, value: Any, low: float, high: float) -> np.ndarray:
+def _numbers(index: int, name: str, value: Any, low: float, high: float, where: str = "strokes") -> np.ndarray:
     """A stroke's numbers as float64, finite and within [low, high]."""
     if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
-        raise _stroke_error(index, f"'{name}' must hold numbers", name)
+        raise _stroke_error(index, f"'{name}' must hold numbers", name, where)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise _stroke_error(index, f"'{name}' must hold numbers", name) from None
+        raise _stroke_error(index, f"'{name}' must hold numbers", name, where) from None
     if not np.isfinite(array).all():
-        raise _stroke_error(index, f"'{name}' has a value that is not a finite number", name)
+        raise _stroke_error(index, f"'{name}' has a value that is not a finite number", name, where)
     if array.size and (array.min() < low or array.max() > high):
-        raise _stroke_error(index, f"'{name}' must stay within {low:g}..{high:g}", name)
+        raise _stroke_error(index, f"'{name}' must stay within {low:g}..{high:g}", name, where)
     return array
 
 
-def _parse_stroke(index: int, stroke: Any) -> tuple[np.ndarray, np.ndarray, float]:
-    """Points (N, 2) in frame widths/heights, radii (N,) in frame widths, opacity
-    in 0..1. Points may leave the frame by up to one frame size (-1..2); a
-    radius is at most MAX_RADIUS."""
+@dataclass
+class _Stroke:
+    """A parsed stroke: points (N, 2) in frame widths/heights (closed strokes
+    end on their first point), radii (N,) in frame widths, opacity 0..1, and
+    the index of its mask in "masks" (-1: none); a mask layer's stroke: the
+    opacity of the region it encloses (0: not filled)."""
+
+    points: np.ndarray
+    radius: np.ndarray
+    opacity: float
+    mask: int = -1
+    fill: float = 0.0
+
+
+def _parse_stroke(index: int, stroke: Any, where: str = "strokes", reach: float = 1.0) -> _Stroke:
+    """Points may leave the frame by up to `reach` frame sizes (1 for the
+    drawing: -1..2); a radius is at most MAX_RADIUS."""
     if not isinstance(stroke, dict) or "points" not in stroke:
-        raise _stroke_error(index, "must be an object with 'points'")
-    points = _numbers(index, "points", stroke["points"], -1.0, 2.0)
+        raise _stroke_error(index, "must be an object with 'points'", where=where)
+    points = _numbers(index, "points", stroke["points"], -reach, 1.0 + reach, where)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-        raise _stroke_error(index, "'points' must be a non-empty list of [x, y] pairs", "points")
-    radius = _numbers(index, "radius", stroke.get("radius", 0.003), 0.0, MAX_RADIUS)
+        raise _stroke_error(index, "'points' must be a non-empty list of [x, y] pairs", "points", where)
+    radius = _numbers(index, "radius", stroke.get("radius", 0.003), 0.0, MAX_RADIUS, where)
     if radius.ndim > 1 or (radius.ndim == 1 and len(radius) != len(points)):
-        raise _stroke_error(index, "'radius' must be a number or one number per point", "radius")
-    opacity = _numbers(index, "opacity", stroke.get("opacity", 1.0), 0.0, 1.0)
+        raise _stroke_error(index, "'radius' must be a number or one number per point", "radius", where)
+    opacity = _numbers(index, "opacity", stroke.get("opacity", 1.0), 0.0, 1.0, where)
     if opacity.ndim:
-        raise _stroke_error(index, "'opacity' must be one number", "opacity")
-    return points, np.broadcast_to(radius, (len(points),)), float(opacity)
+        raise _stroke_error(index, "'opacity' must be one number", "opacity", where)
+    radius = np.broadcast_to(radius, (len(points),))
+    if stroke.get("cyclic") is True and len(points) > 2:  # a closed stroke: its last point joins the first
+        points, radius = np.vstack([points, points[:1]]), np.r_[radius, radius[:1]]
+    return _Stroke(points, radius, float(opacity))
+
+
+def _parse_mask_stroke(index: int, stroke: Any, where: str) -> _Stroke:
+    """A stroke of a mask layer: may reach MASK_REACH frame sizes past the
+    frame (a large shape that cuts only what lies inside it); "fill" (0..1)."""
+    parsed = _parse_stroke(index, stroke, where, MASK_REACH)
+    if "fill" in stroke:
+        fill = _numbers(index, "fill", stroke["fill"], 0.0, 1.0, where)
+        if fill.ndim:
+            raise _stroke_error(index, "'fill' must be one number", "fill", where)
+        parsed.fill = float(fill)
+    return parsed
+
+
+def _mask_error(field: str, problem: str) -> FieldError:
+    return FieldError(field, f"'{field}' {problem}.", "Send masks in the flipsketch.strokes schema (see sketch.py).")
+
+
+def _parse_masks(data: dict[str, Any]) -> tuple[list[list[_Stroke]], list[list[tuple[int, bool]]]]:
+    """The mask layers' strokes and the masks (per mask: (mask layer, invert)
+    in folding order). Both are optional; at most MAX_MASK_LAYERS layers and
+    MAX_MASK_USES layer uses over all masks."""
+    layers_data, masks_data = data.get("mask_layers", []), data.get("masks", [])
+    if not isinstance(layers_data, list) or len(layers_data) > MAX_MASK_LAYERS:
+        raise _mask_error("mask_layers", f"must be a list of at most {MAX_MASK_LAYERS} mask layers")
+    layers = []
+    for k, layer in enumerate(layers_data):
+        if not isinstance(layer, dict) or not isinstance(layer.get("strokes"), list):
+            raise _mask_error(f"mask_layers[{k}]", "must be an object with a 'strokes' list")
+        where = f"mask_layers[{k}].strokes"
+        layers.append([_parse_mask_stroke(j, stroke, where) for j, stroke in enumerate(layer["strokes"])])
+    if not isinstance(masks_data, list):
+        raise _mask_error("masks", "must be a list of masks")
+    masks, uses = [], 0
+    for i, mask in enumerate(masks_data):
+        if not isinstance(mask, list) or not mask:
+            raise _mask_error(f"masks[{i}]", "must be a non-empty list of {'layer': index, 'invert': bool}")
+        uses += len(mask)
+        if uses > MAX_MASK_USES:
+            raise _mask_error(f"masks[{i}]", f"brings the mask layer uses of all masks over {MAX_MASK_USES}")
+        entries = []
+        for j, entry in enumerate(mask):
+            field = f"masks[{i}][{j}]"
+            if not isinstance(entry, dict):
+                raise _mask_error(field, "must be an object {'layer': index, 'invert': bool}")
+            layer, invert = entry.get("layer"), entry.get("invert", False)
+            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(layers):
+                raise _mask_error(f"{field}.layer", f"is {layer!r}, not the index of one of {len(layers)} mask layers")
+            if not isinstance(invert, bool):
+                raise _mask_error(f"{field}.invert", f"is {invert!r}, not true or false")
+            entries.append((layer, invert))
+        masks.append(entries)
+    return layers, masks
+
+
+def _box(xy: np.ndarray, reach: np.ndarray | float, big_w: int, big_h: int) -> tuple[int, int, int, int] | None:
+    """The canvas box (x0, y0, x1, y1) around points `xy` (canvas pixels)
+    grown by `reach`; None when it lies wholly outside the canvas."""
+    reach = np.broadcast_to(reach, (len(xy),))[:, None]
+    x0, y0 = np.maximum(np.floor((xy - reach).min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil((xy + reach).max(axis=0)).astype(int) + 2, (big_w, big_h))
+    return None if x0 >= x1 or y0 >= y1 else (int(x0), int(y0), int(x1), int(y1))
+
+
+Drawn = tuple[tuple[slice, slice], np.ndarray]  # where on the canvas (rows, columns), and the uint8 coverage there
+
+
+def _draw_line(stroke: _Stroke, big_w: int, big_h: int) -> Drawn | None:
+    """The stroke's line (round caps and joints), 0/255 over its box; None
+    when it lies wholly outside the canvas. Each stroke is drawn only within
+    its box, so the cost follows its extent, not the canvas size."""
+    xy = stroke.points * (big_w, big_h) - 0.5  # PIL puts pixel centres at integers
+    radii = np.maximum(stroke.radius * big_w, 0.5)
+    box = _box(xy, radii, big_w, big_h)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    layer = Image.new("L", (x1 - x0, y1 - y0), 0)
+    draw = ImageDraw.Draw(layer)
+    xy = xy - (x0, y0)
+    for k in range(len(xy) - 1):
+        (p0, r0), (p1, r1) = (xy[k], radii[k]), (xy[k + 1], radii[k + 1])
+        length = math.hypot(*(p1 - p0))
+        if length > 0:  # a quad whose width tapers from r0 to r1
+            normal = np.array([p0[1] - p1[1], p1[0] - p0[0]]) / length
+            quad = [p0 + normal * r0, p1 + normal * r1, p1 - normal * r1, p0 - normal * r0]
+            draw.polygon([tuple(q) for q in quad], fill=255)
+    for (x, y), r in zip(xy, radii, strict=True):  # round caps and joints
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+    return (slice(y0, y1), slice(x0, x1)), np.asarray(layer)
+
+
+def _draw_fill(stroke: _Stroke, big_w: int, big_h: int) -> Drawn | None:
+    """The region the stroke's points enclose, 0/255 over its box."""
+    xy = stroke.points * (big_w, big_h) - 0.5
+    box = _box(xy, 0.0, big_w, big_h)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    region = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(region).polygon([tuple(p) for p in xy - (x0, y0)], fill=255)
+    return (slice(y0, y1), slice(x0, x1)), np.asarray(region)
+
+
+def _mask_coverage(mask: list[tuple[int, bool]], layers: list[list[_Stroke]], big_w: int, big_h: int) -> np.ndarray:
+    """(big_h, big_w) float32 in 0..1: how much of a masked layer shows, as
+    Blender's Grease Pencil engine computes it. A revealage buffer starts at 1;
+    each fill and line of a mask layer multiplies it by (1 - its coverage); it
+    is flipped (1 - r) when the mask entries switch between plain and inverted,
+    and at the end unless the last entry is inverted. So plain masks add up
+    (union), inverted ones cut away, in the given order."""
+    reveal = np.ones((big_h, big_w), np.float32)
+    inverted = False
+    for number, (layer, invert) in enumerate(mask):
+        if invert != inverted:
+            if number:
+                np.subtract(1.0, reveal, out=reveal)
+            inverted = invert
+        for stroke in layers[layer]:  # its fill, then its line, as Blender draws them
+            fill = _draw_fill(stroke, big_w, big_h) if stroke.fill > 0 else None
+            line = _draw_line(stroke, big_w, big_h) if stroke.opacity > 0 else None
+            for opacity, drawn in ((stroke.fill, fill), (stroke.opacity, line)):
+                if drawn is not None:
+                    where, cover = drawn
+                    reveal[where] *= 1.0 - cover * np.float32(opacity / 255.0)
+    return reveal if inverted else np.subtract(1.0, reveal, out=reveal)
 
 
 def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256) -> Image.Image:
-    """Stroke polylines -> anti-aliased drawing (supersampled, box-filtered).
+    """Stroke polylines (the schema in the module docstring) -> anti-aliased
+    drawing (supersampled, box-filtered), mode 'L', width×height.
 
-    Each stroke is drawn only within its bounding box, so the cost follows the
-    strokes' extent and point count (at most MAX_STROKE_POINTS in all), not
-    the canvas size times the stroke count. Raises InputError naming the stroke."""
+    A stroke with a "mask" shows only where its mask covers (see
+    `_mask_coverage`). At most MAX_STROKE_POINTS points in all, a mask layer's
+    points counted once per mask that uses it. Raises InputError naming the
+    stroke or mask field at fault."""
     if not isinstance(data, dict) or data.get("schema") != "flipsketch.strokes":
         raise InputError(
             "Stroke data is not in the flipsketch.strokes schema.", "Send {'schema': 'flipsketch.strokes', ...}."
@@ -326,39 +485,40 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
     strokes = data.get("strokes")
     if not isinstance(strokes, list):
         raise InputError("Stroke data has no 'strokes' list.", "Send at least one stroke.")
-    big_w, big_h = width * SUPERSAMPLE, height * SUPERSAMPLE
-    ink = np.zeros((big_h, big_w), dtype=np.uint8)
-    total_points = 0
+    layers, masks = _parse_masks(data)
+    parsed, total_points = [], 0
     for index, stroke in enumerate(strokes):
-        points, radius, opacity = _parse_stroke(index, stroke)
-        total_points += len(points)
+        parsed.append(_parse_stroke(index, stroke))
+        total_points += len(parsed[-1].points)
         if total_points > MAX_STROKE_POINTS:
             raise _stroke_error(index, f"the drawing has more than {MAX_STROKE_POINTS} points in all; simplify it")
-        if stroke.get("cyclic") is True and len(points) > 2:  # a closed stroke: its last point joins the first
-            points, radius = np.vstack([points, points[:1]]), np.r_[radius, radius[:1]]
-        xy = points * (big_w, big_h) - 0.5  # PIL puts pixel centres at integers
-        radii = np.maximum(radius * big_w, 0.5)
-        x0, y0 = np.maximum(np.floor((xy - radii[:, None]).min(axis=0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil((xy + radii[:, None]).max(axis=0)).astype(int) + 2, (big_w, big_h))
-        if x0 >= x1 or y0 >= y1:
-            continue  # wholly outside the frame
-        layer = Image.new("L", (int(x1 - x0), int(y1 - y0)), 0)
-        draw = ImageDraw.Draw(layer)
-        xy = xy - (x0, y0)
-        for k in range(len(xy) - 1):
-            (p0, r0), (p1, r1) = (xy[k], radii[k]), (xy[k + 1], radii[k + 1])
-            length = math.hypot(*(p1 - p0))
-            if length > 0:  # a quad whose width tapers from r0 to r1
-                normal = np.array([p0[1] - p1[1], p1[0] - p0[0]]) / length
-                quad = [p0 + normal * r0, p1 + normal * r1, p1 - normal * r1, p0 - normal * r0]
-                draw.polygon([tuple(q) for q in quad], fill=255)
-        for (x, y), r in zip(xy, radii, strict=True):  # round caps and joints
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
-        stroke_ink = np.asarray(layer)
-        if opacity < 1:  # rounded up, so that 255 - ink rounds the gray value down
-            stroke_ink = np.ceil(stroke_ink * np.float32(opacity)).astype(np.uint8)
-        box = ink[y0:y1, x0:x1]
-        np.maximum(box, stroke_ink, out=box)
+        mask = stroke.get("mask")
+        if mask is not None:
+            if isinstance(mask, bool) or not isinstance(mask, int) or not 0 <= mask < len(masks):
+                raise _stroke_error(index, f"'mask' is {mask!r}, not the index of one of {len(masks)} masks", "mask")
+            parsed[-1].mask = mask
+    for i, mask in enumerate(masks):
+        total_points += sum(len(stroke.points) for layer, _ in mask for stroke in layers[layer])
+        if total_points > MAX_STROKE_POINTS:
+            raise _mask_error(
+                f"masks[{i}]",
+                f"brings the drawing over {MAX_STROKE_POINTS} points in all (a mask layer counts once per mask "
+                "that uses it); simplify the mask layers",
+            )
+    big_w, big_h = width * SUPERSAMPLE, height * SUPERSAMPLE
+    ink = np.zeros((big_h, big_w), dtype=np.uint8)
+    for mask_index in sorted({stroke.mask for stroke in parsed}):  # one mask's coverage in memory at a time
+        coverage = _mask_coverage(masks[mask_index], layers, big_w, big_h) if mask_index >= 0 else None
+        for stroke in parsed:
+            drawn = _draw_line(stroke, big_w, big_h) if stroke.mask == mask_index else None
+            if drawn is None:
+                continue  # another mask's, or wholly outside the frame
+            where, stroke_ink = drawn
+            if coverage is not None or stroke.opacity < 1:  # rounded up, so that 255 - ink rounds the gray down
+                scale = np.float32(stroke.opacity) * (coverage[where] if coverage is not None else np.float32(1))
+                stroke_ink = np.ceil(stroke_ink * scale).astype(np.uint8)
+            box = ink[where]
+            np.maximum(box, stroke_ink, out=box)
     gray = Image.fromarray(255 - ink, "L").reduce(SUPERSAMPLE)
     return normalise_drawing(gray, detect_inverted=False)
 
