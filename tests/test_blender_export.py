@@ -447,3 +447,29 @@ def test_hidden_or_switched_off_masks_are_ignored(scene) -> None:
     ob.data.materials["Matte"].grease_pencil.hide = True  # the mask layer draws nothing: the layer shows nowhere
     drawing = _drawing(ob)
     assert drawing["mask_layers"] == [{"strokes": []}] and drawing["strokes"][0]["mask"] == 0
+
+
+def test_a_mask_layer_covers_where_blender_draws_it(scene) -> None:
+    """Through its own transform and the modifiers, like any layer."""
+    add_camera()
+    ob = add_drawing(LINE)
+    plain = _line_ink(ob)
+    matte = _matte(ob, "Matte", 0.4, 0.6)
+    _add_mask(ob, ob.data.layers["Lines"], matte)
+    matte.translation.x += 0.72  # a tenth of the frame: it is 7.2 units wide at the drawing
+    bpy.context.view_layer.update()
+    (box,) = _drawing(ob)["mask_layers"][0]["strokes"]
+    assert np.allclose(np.asarray(box["points"]), np.asarray(_box(0.5, 0.7)["strokes"][0]["points"]), atol=1e-4)
+    ink = _line_ink(ob)
+    assert np.array_equal(ink[_columns(0.5, 0.7)], plain[_columns(0.5, 0.7)])
+    assert (ink[_columns(0.0, 0.5)] == 0).all() and (ink[_columns(0.7, 1.0)] == 0).all()
+    ob.modifiers.new("Mirror", "GREASE_PENCIL_MIRROR")
+    bpy.context.view_layer.update()
+    boxes = _drawing(ob)["mask_layers"][0]["strokes"]
+    assert len(boxes) == 2  # the evaluated mask layer: the box and its mirror image
+    assert abs(boxes[0]["points"][0][0] - boxes[1]["points"][0][0]) > 0.1
+    ink = _line_ink(ob)
+    for box in boxes:
+        x = np.asarray(box["points"])[:, 0]
+        assert x.max() - x.min() == pytest.approx(0.2, abs=1e-4) and 0 < x.min() < x.max() < 1
+        assert np.array_equal(ink[_columns(x.min(), x.max())], plain[_columns(x.min(), x.max())])
