@@ -473,3 +473,7 @@ def test_a_mask_layer_covers_where_blender_draws_it(scene) -> None:
         x = np.asarray(box["points"])[:, 0]
         assert x.max() - x.min() == pytest.approx(0.2, abs=1e-4) and 0 < x.min() < x.max() < 1
         assert np.array_equal(ink[_columns(x.min(), x.max())], plain[_columns(x.min(), x.max())])
+    matte.translation.x += 7.2 * 120  # 120 frame widths away: past what the backend takes
+    bpy.context.view_layer.update()
+    with pytest.raises(addon_module("export").ExportError, match="'Matte' reaches more than 100 frame widths"):
+        _drawing(ob)
