@@ -7,7 +7,8 @@ when it has one), without hidden layers (directly or through any hidden layer
 group) and without strokes whose material is hidden or draws nothing. Closed
 strokes (Box, Circle tools) go out closed; a fill-only stroke goes out as the
 closed outline of the region it fills. Point opacity is multiplied by the
-layer's opacity.
+layer's opacity and the alpha of its material's colour (a fill-only stroke's:
+of its fill colour).
 
 Layer masks are applied as Blender's Grease Pencil engine applies them: a
 layer with Use Masks on (and on in every layer group above it) is masked by
@@ -19,8 +20,7 @@ with its evaluated lines (point opacity; its layer opacity does not count)
 and fills (where its material shows fill; the stroke's fill opacity), through
 its own transform; its own masks do not apply to it. The mask layers' strokes
 and the masks go out with the drawing; the backend rasterises the coverage
-and multiplies the masked strokes by it. Not applied: layer blend modes and
-material colour alpha.
+and multiplies the masked strokes by it. Not applied: layer blend modes.
 
 The backend rasterises; Blender only projects. The placement (frame matrix
 and the drawing's plane) travels with the job, so the results are put back
@@ -117,15 +117,20 @@ def layer_matrix(ob, layer, depsgraph) -> np.ndarray:
 
 
 def _material_styles(ob) -> tuple[np.ndarray, np.ndarray]:
-    """Per material slot: (shows its line, shows its fill), both False for a
-    hidden material. A slot without a Grease Pencil material draws with
-    Blender's default stroke material."""
+    """Per material slot: (alpha of its line, alpha of its fill), 0..1: the
+    colour's alpha where the material shows lines / fills, 0 where it does not
+    or is hidden. A slot without a Grease Pencil material draws with Blender's
+    default stroke material (an opaque line, no fill)."""
     line, fill = [], []
     for slot in ob.material_slots:
         style = slot.material.grease_pencil if slot.material is not None else None
-        line.append(style is None or (not style.hide and style.show_stroke))
-        fill.append(style is not None and not style.hide and style.show_fill)
-    return np.array(line, bool), np.array(fill, bool)
+        if style is None:
+            line.append(1.0)
+            fill.append(0.0)
+            continue
+        line.append(style.color[3] if style.show_stroke and not style.hide else 0.0)
+        fill.append(style.fill_color[3] if style.show_fill and not style.hide else 0.0)
+    return np.array(line, float), np.array(fill, float)
 
 
 def uses_masks(layer) -> bool:
@@ -175,22 +180,24 @@ def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) 
     counts = np.diff(data.offsets)
     closed = data.cyclic.copy()
     keep = counts > 0
-    shows_line, shows_fill = np.ones(len(counts), bool), np.zeros(len(counts), bool)
+    line_alpha, fill_alpha = np.ones(len(counts)), np.zeros(len(counts))
     if len(line):
         slot = np.clip(data.material, 0, len(line) - 1)
-        shows_line, shows_fill = line[slot], fill[slot]
-        keep &= shows_line | shows_fill
+        line_alpha, fill_alpha = line[slot], fill[slot]
+        keep &= (line_alpha > 0) | (fill_alpha > 0)
         if not as_mask:
-            closed |= shows_fill & ~shows_line  # a fill-only stroke: the outline of its region
+            fill_only = (fill_alpha > 0) & (line_alpha == 0)
+            closed |= fill_only  # a fill-only stroke: the outline of its region, as opaque as its fill
+            line_alpha = np.where(fill_only, fill_alpha, line_alpha)
     points = np.repeat(keep, counts)
     matrix = layer_matrix(ob, layer, depsgraph)
     world = data.positions[points] @ matrix[:3, :3].T + matrix[:3, 3]
     scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3])))) or 1.0
+    opacity = data.opacity[points] * np.repeat(line_alpha, counts)[points]
     if as_mask:
-        opacity = data.opacity[points] * np.repeat(shows_line, counts)[points]
-        fill_opacity = np.where(shows_fill & (counts >= 3), data.fill_opacity, 0.0)[keep]
+        fill_opacity = np.where(counts >= 3, data.fill_opacity * fill_alpha, 0.0)[keep]
     else:
-        opacity, fill_opacity = data.opacity[points] * layer.opacity, np.zeros(int(keep.sum()))
+        opacity, fill_opacity = opacity * layer.opacity, np.zeros(int(keep.sum()))
     mask = np.full(int(keep.sum()), -1)
     return _Gathered(world, data.radius[points] * scale, opacity, counts[keep], closed[keep], fill_opacity, mask)
 

@@ -117,6 +117,34 @@ def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_ou
     assert np.allclose(box[:4], BOX["strokes"][0]["points"], atol=1e-4)
 
 
+def test_the_alpha_of_a_materials_colour_reaches_the_strokes_and_a_clear_one_sends_nothing(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    line = {"points": [[0.2, 0.8], [0.8, 0.8]], "radius": [0.01, 0.01]}
+    layer = _layer(ob, "Shapes", {"strokes": [*SQUARE["strokes"], line, BOX["strokes"][0]]})
+    ob.data.layers["Lines"].hide = True
+    layer.opacity = 0.5
+    for name, show_stroke, show_fill, alpha in (
+        ("Faint ink", True, False, 0.25),
+        ("Clear ink", True, False, 0.0),  # drawn, but nothing shows
+        ("Ink over a clear fill", True, True, 0.0),  # the line shows; the fill's alpha is 0
+        ("Tinted fill", False, True, 0.6),
+    ):
+        material = bpy.data.materials.new(name)
+        bpy.data.materials.create_gpencil_data(material)
+        style = material.grease_pencil
+        style.show_stroke, style.show_fill = show_stroke, show_fill
+        style.color[3] = 0.25 if name == "Faint ink" else 0.0 if name == "Clear ink" else 1.0
+        style.fill_color[3] = alpha
+        ob.data.materials.append(material)
+    _set_curve_attribute(layer, "material_index", "INT", np.array([0, 1, 2, 3], np.int32))
+    sent = _export(ob)[0]
+    assert [round(s["opacity"], 6) for s in sent] == [0.125, 0.5, 0.3]  # colour alpha x layer opacity 0.5
+    assert np.allclose(sent[0]["points"], SQUARE["strokes"][0]["points"], atol=1e-4)
+    assert np.allclose(sent[1]["points"], line["points"], atol=1e-4)
+    assert len(sent[2]["points"]) == 5  # the tinted fill's closed outline, as opaque as the fill
+
+
 def test_cyclic_strokes_go_out_closed(scene) -> None:
     add_camera()
     ob = add_drawing(BOX)
