@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from flipsketch.cli import main
 from flipsketch.sketch import rasterize_strokes
-from flipsketch.stroke_match import link_frame
+from flipsketch.stroke_match import SAMPLES, chamfer_matrix, link_frame
 from flipsketch.trace import trace_frame, trace_frames
 from flipsketch.trace_bench import (
     baseline_trace_frame,
@@ -130,6 +130,26 @@ def test_matched_strokes_keep_their_id_direction_start_and_order() -> None:
     assert np.allclose(again_ring["points"][0], np.asarray(ring[0]) + 0.004)  # starts where it started
     assert np.allclose(again_ring["points"][1], np.asarray(ring[1]) + 0.004)  # and turns the same way
     assert second["strokes"][2]["points"] == new_line
+
+
+def test_chamfer_matrix_compares_only_pairs_within_reach_and_equals_the_definition() -> None:
+    rng = np.random.default_rng(3)
+    a = [rng.uniform(0, 40, 2) + rng.normal(0, 3, (SAMPLES, 2)) for _ in range(30)]  # 30 scribbles on 0..40 px
+    b = [rng.uniform(0, 40, 2) + rng.normal(0, 3, (SAMPLES, 2)) for _ in range(20)]
+
+    def definition(p: np.ndarray, q: np.ndarray) -> float:  # mean nearest-point distance, both ways
+        d = np.linalg.norm(p[:, None] - q[None], axis=2)
+        return 0.5 * (d.min(axis=1).mean() + d.min(axis=0).mean())
+
+    expected = np.array([[definition(p, q) for q in b] for p in a])
+    assert np.allclose(chamfer_matrix(a, b), expected, rtol=1e-12)
+    reach = rng.uniform(2, 12, len(b))
+    pruned = chamfer_matrix(a, b, reach)
+    near = expected <= reach[None]
+    assert 0 < near.sum() < near.size  # some pairs are out of reach: the test prunes something
+    assert np.allclose(pruned[near], expected[near], rtol=1e-12)  # what can match is exact
+    assert (pruned[~near] > reach[None].repeat(len(a), 0)[~near]).all()  # the rest stays out of reach
+    assert chamfer_matrix([], b).shape == (0, 20) and chamfer_matrix(a, []).shape == (30, 0)
 
 
 def test_a_moving_deforming_clip_keeps_stroke_ids() -> None:

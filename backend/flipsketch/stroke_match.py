@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import KDTree
-from scipy.spatial.distance import cdist
 
 from flipsketch.skeleton_graph import Continued
 
@@ -25,6 +24,7 @@ MATCH_DISTANCE = 8.0  # pixels: strokes further apart than this (chamfer) are di
 MATCH_FRACTION = 0.2  # ... or than this fraction of the stroke's size, for large strokes
 HINT_DISTANCE = 4.0  # pixels: how far a line may move between frames and still guide a junction
 SAMPLES = 48  # points per stroke when comparing shapes
+PAIRS_PER_CHUNK = 2048  # stroke pairs compared at once (2048 x 48 x 48 distances: 38 MB)
 
 
 def resample(points: np.ndarray, cyclic: bool, count: int = SAMPLES) -> np.ndarray:
@@ -38,13 +38,26 @@ def resample(points: np.ndarray, cyclic: bool, count: int = SAMPLES) -> np.ndarr
     return np.c_[np.interp(at, arc, points[:, 0]), np.interp(at, arc, points[:, 1])]
 
 
-def chamfer_matrix(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
-    """Symmetric chamfer distance (mean of both directions' mean nearest-point
-    distance) between every polyline sample set in `a` and every one in `b`."""
+def chamfer_matrix(a: list[np.ndarray], b: list[np.ndarray], reach: np.ndarray | float = np.inf) -> np.ndarray:
+    """(len(a), len(b)) symmetric chamfer distances (mean of both directions'
+    mean nearest-point distance) between the (SAMPLES, 2) sample sets of `a`
+    and of `b`. A pair whose bounding boxes are more than `reach` apart (a
+    number, or one per column of `b`; same units as the points) is not
+    compared and gets inf: its chamfer distance is at least that gap. Memory
+    and time follow the pairs compared, not len(a) x len(b)."""
+    cost = np.full((len(a), len(b)), np.inf)
     if not a or not b:
-        return np.zeros((len(a), len(b)))
-    distances = cdist(np.concatenate(a), np.concatenate(b)).reshape(len(a), SAMPLES, len(b), SAMPLES)
-    return 0.5 * (distances.min(axis=3).mean(axis=1) + distances.min(axis=1).mean(axis=2))
+        return cost
+    samples_a, samples_b = np.stack(a), np.stack(b)  # (A, S, 2), (B, S, 2)
+    low_a, high_a = samples_a.min(axis=1), samples_a.max(axis=1)
+    low_b, high_b = samples_b.min(axis=1), samples_b.max(axis=1)
+    gap = np.maximum(np.maximum(low_a[:, None] - high_b[None], low_b[None] - high_a[:, None]), 0.0)
+    rows, cols = np.nonzero(np.linalg.norm(gap, axis=2) <= np.broadcast_to(reach, (len(b),))[None, :])
+    for start in range(0, len(rows), PAIRS_PER_CHUNK):
+        i, j = rows[start : start + PAIRS_PER_CHUNK], cols[start : start + PAIRS_PER_CHUNK]
+        distances = np.linalg.norm(samples_a[i][:, :, None] - samples_b[j][:, None], axis=3)  # (K, S, S)
+        cost[i, j] = 0.5 * (distances.min(axis=2).mean(axis=1) + distances.min(axis=1).mean(axis=1))
+    return cost
 
 
 def _pixels(stroke: dict[str, Any], size: np.ndarray) -> np.ndarray:
@@ -82,11 +95,12 @@ def link_frame(previous: dict[str, Any] | None, drawing: dict[str, Any], next_id
     if before_strokes and current:
         before = [resample(_pixels(s, size), bool(s.get("cyclic"))) for s in before_strokes]
         now = [resample(_pixels(s, size), bool(s.get("cyclic"))) for s in current]
-        cost = chamfer_matrix(now, before)
         extent = np.array([np.ptp(b, axis=0).max() for b in before])
-        allowed = cost <= np.maximum(MATCH_DISTANCE, MATCH_FRACTION * extent)[None, :]
+        reach = np.maximum(MATCH_DISTANCE, MATCH_FRACTION * extent)
+        cost = chamfer_matrix(now, before, reach)
+        allowed = cost <= reach[None, :]
         # a pair too far apart costs the same whatever its distance, so it cannot pull the assignment
-        rows, cols = linear_sum_assignment(np.where(allowed, cost, cost[allowed].sum() + 1))
+        rows, cols = linear_sum_assignment(np.where(allowed, cost, cost[allowed].sum() + 1.0))
         for i, j in zip(rows, cols, strict=True):
             if allowed[i, j]:
                 ids[i] = before_strokes[j]["id"]
