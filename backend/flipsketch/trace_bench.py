@@ -26,6 +26,7 @@ import argparse
 import itertools
 import math
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any, cast
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from scipy.spatial.distance import cdist
 from skimage import data as samples
 from skimage.measure import approximate_polygon, find_contours
 from skimage.morphology import skeletonize
@@ -42,6 +44,7 @@ from skimage.transform import warp
 from flipsketch import SCHEMA_VERSION
 from flipsketch.errors import InputError
 from flipsketch.sketch import load_image, normalise_drawing, prepare_image, rasterize_strokes
+from flipsketch.stroke_match import MATCH_DISTANCE, MATCH_FRACTION, SAMPLES, chamfer_matrix, resample
 from flipsketch.trace import INK_LEVEL, trace_frame, trace_frames
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cat.png"
@@ -335,6 +338,42 @@ def timed(tracer: Tracer, drawing: Image.Image, repeats: int = 3) -> tuple[dict[
     return traced, best * 1000
 
 
+def baseline_chamfer_matrix(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+    """The previous stroke matching's cost: every pair of `a` x `b` compared
+    at once (len(a) * len(b) * SAMPLES² distances in memory). Baseline only."""
+    distances = cdist(np.concatenate(a), np.concatenate(b)).reshape(len(a), SAMPLES, len(b), SAMPLES)
+    return 0.5 * (distances.min(axis=3).mean(axis=1) + distances.min(axis=1).mean(axis=2))
+
+
+def speckle(size: int, seed: int, density: float = 0.08) -> Image.Image:
+    """A dense frame: smoothed noise thresholded into `density` of ink, the
+    hundreds of short strokes an untrained or diverging model draws."""
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).random((size, size)), 1.5)
+    return Image.fromarray(np.where(noise < np.quantile(noise, density), 0, 255).astype(np.uint8), "L")
+
+
+def matching_cost(size: int) -> tuple[int, int, list[tuple[str, float, float]]]:
+    """Stroke counts of two speckle frames, and (label, ms, peak MiB) of
+    matching their strokes the baseline's way and today's."""
+    first, second = (trace_frame(speckle(size, seed)) for seed in (1, 2))
+    scale = np.array([size, size], dtype=np.float64)
+    a = [resample(np.asarray(s["points"]) * scale, bool(s.get("cyclic"))) for s in second["strokes"]]
+    b = [resample(np.asarray(s["points"]) * scale, bool(s.get("cyclic"))) for s in first["strokes"]]
+    reach = np.maximum(MATCH_DISTANCE, MATCH_FRACTION * np.array([np.ptp(x, axis=0).max() for x in b]))
+    rows = []
+    for label, match in (
+        ("baseline", lambda: baseline_chamfer_matrix(a, b)),
+        ("today", lambda: chamfer_matrix(a, b, reach)),
+    ):
+        tracemalloc.start()
+        started = time.perf_counter()
+        match()
+        ms = (time.perf_counter() - started) * 1000
+        rows.append((label, ms, tracemalloc.get_traced_memory()[1] / 2**20))
+        tracemalloc.stop()
+    return len(a), len(b), rows
+
+
 def id_stability(traced: dict[str, Any]) -> float:
     """Fraction of strokes (all frames but the last) whose id is in the next frame."""
     frames = [{s["id"] for s in f["strokes"]} for f in traced["frames"]]
@@ -434,6 +473,11 @@ def bench_command(args: argparse.Namespace) -> int:
     ):
         ratio = new[key] / old[key] if old[key] else math.nan
         print(f"{label:22} {old[key]:9.3f} {new[key]:9.3f} {ratio:15.2f}")
+    count_a, count_b, rows = matching_cost(args.trace_size)
+    print(f"\nmatching the strokes of two dense (speckle) frames, {count_a} x {count_b} strokes")
+    for label, ms, mib in rows:
+        ratios = f"{ms / rows[0][1]:.3f}, {mib / rows[0][2]:.3f} of baseline"
+        print(f"{label:9} {ms:9.0f} ms {mib:9.0f} MiB peak  ({ratios})")
     print(f"\nclips of {CLIP_FRAMES} frames (moved, turned, bent)")
     for name in ("cat (examples/cat.png)", "house", "stick figure (JSON)", "horse outline, 2 px"):
         clip = deformed_clip(drawings[name])
