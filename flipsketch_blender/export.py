@@ -1,14 +1,18 @@
 """Grease Pencil drawing -> stroke polylines in the square frame (schema v1).
 
 What goes out is what Blender draws through the camera at that frame: the
-evaluated drawing (Grease Pencil modifiers applied, the layers' radius offset
-included), each layer through its own transform (its parent object or bone
-when it has one), without hidden layers (directly or through any hidden layer
-group) and without strokes whose material is hidden or draws nothing. Closed
-strokes (Box, Circle tools) go out closed; a fill-only stroke goes out as the
-closed outline of the region it fills. Point opacity is multiplied by the
-layer's opacity and the alpha of its material's colour (a fill-only stroke's:
-of its fill colour).
+evaluated drawing (Grease Pencil modifiers and Geometry Nodes applied, Build
+and Time Offset at that frame, each modifier's layer and material filters
+honoured; the layers' radius offset included), each layer through its own
+transform (its parent object or bone when it has one), without hidden layers
+(directly or through any hidden layer group) and without strokes that draw
+nothing (material hidden or showing neither line nor fill, zero opacity from
+the Opacity modifier, the layer or the material's colour). Closed strokes
+(Box, Circle tools) go out closed; a stroke that shows only its fill goes out
+as the closed outline of the region it fills. Point opacity is multiplied by
+the layer's opacity and the alpha of its material's colour (a fill's: the
+fill colour's alpha times the stroke's fill opacity; point opacity does not
+touch fills). The materials are the evaluated object's.
 
 Layer masks are applied as Blender's Grease Pencil engine applies them: a
 layer with Use Masks on (and on in every layer group above it) is masked by
@@ -171,35 +175,42 @@ def _layers_to_send(ob, evaluated, active_layer_only: bool, only_layer) -> list:
 
 def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) -> _Gathered | None:
     """The visible strokes of `layer` (evaluated) at `frame_number`, None when
-    it has none. `as_mask`: as a mask layer covers (lines where its material
-    shows lines, fills where it shows fills; the layer's opacity does not count)."""
+    it has none. A stroke shows its line where its points' opacity x its
+    material's line alpha (x the layer's opacity) is above 0 somewhere; else,
+    where its material fills, the closed outline of its region, as opaque as
+    the fill (fill alpha x the stroke's fill opacity); else it is left out.
+    The materials are the evaluated object's (Geometry Nodes may add some).
+    `as_mask`: as a mask layer covers (lines and fills; the layer's opacity
+    does not count)."""
     data = read_strokes(layer, frame_number)
     if data is None:
         return None
-    line, fill = _material_styles(ob)
+    line, fill = _material_styles(ob.evaluated_get(depsgraph))
     counts = np.diff(data.offsets)
-    closed = data.cyclic.copy()
-    keep = counts > 0
     line_alpha, fill_alpha = np.ones(len(counts)), np.zeros(len(counts))
     if len(line):
         slot = np.clip(data.material, 0, len(line) - 1)
-        line_alpha, fill_alpha = line[slot], fill[slot]
-        keep &= (line_alpha > 0) | (fill_alpha > 0)
-        if not as_mask:
-            fill_only = (fill_alpha > 0) & (line_alpha == 0)
-            closed |= fill_only  # a fill-only stroke: the outline of its region, as opaque as its fill
-            line_alpha = np.where(fill_only, fill_alpha, line_alpha)
+        line_alpha, fill_alpha = line[slot], fill[slot] * data.fill_opacity
+    opacity = data.opacity * np.repeat(line_alpha, counts) * (1.0 if as_mask else layer.opacity)
+    drawn = counts > 0
+    line_shown = np.zeros(len(counts), bool)
+    line_shown[drawn] = np.maximum.reduceat(opacity, data.offsets[:-1][drawn]) > 0
+    closed = data.cyclic.copy()
+    if as_mask:
+        fill_opacity = np.where(counts >= 3, fill_alpha, 0.0)
+        keep = drawn & (line_shown | (fill_opacity > 0))
+    else:
+        fill_only = drawn & ~line_shown & (fill_alpha * layer.opacity > 0)
+        closed |= fill_only  # a fill-only stroke: the outline of its region, as opaque as its fill
+        opacity = np.where(np.repeat(fill_only, counts), np.repeat(fill_alpha * layer.opacity, counts), opacity)
+        keep, fill_opacity = line_shown | fill_only, np.zeros(len(counts))
     points = np.repeat(keep, counts)
     matrix = layer_matrix(ob, layer, depsgraph)
     world = data.positions[points] @ matrix[:3, :3].T + matrix[:3, 3]
     scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3])))) or 1.0
-    opacity = data.opacity[points] * np.repeat(line_alpha, counts)[points]
-    if as_mask:
-        fill_opacity = np.where(counts >= 3, data.fill_opacity * fill_alpha, 0.0)[keep]
-    else:
-        opacity, fill_opacity = opacity * layer.opacity, np.zeros(int(keep.sum()))
     mask = np.full(int(keep.sum()), -1)
-    return _Gathered(world, data.radius[points] * scale, opacity, counts[keep], closed[keep], fill_opacity, mask)
+    radius = data.radius[points] * scale
+    return _Gathered(world, radius, opacity[points], counts[keep], closed[keep], fill_opacity[keep], mask)
 
 
 def _concatenate(parts: list[_Gathered]) -> _Gathered:
@@ -297,8 +308,8 @@ def export_drawing(
     if not len(gathered.counts):
         if _anything_drawn(ob, frame_number):
             raise ExportError(
-                f"Everything drawn on '{ob.name}' at frame {frame_number} is hidden (layers, layer groups or "
-                "materials). Show what should be animated."
+                f"Everything drawn on '{ob.name}' at frame {frame_number} is hidden (layers, layer groups, "
+                "materials, zero opacity or modifiers). Show what should be animated."
             )
         raise ExportError(f"'{ob.name}' has nothing drawn at frame {frame_number}. Draw first, or go to a drawn frame.")
     xy, depth, radius = _project(gathered, frame)

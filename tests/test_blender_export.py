@@ -154,6 +154,14 @@ def test_cyclic_strokes_go_out_closed(scene) -> None:
     assert len(box["radius"]) == 5
 
 
+def _modifier(ob, kind: str, **settings):
+    """A Grease Pencil modifier of `kind` (GREASE_PENCIL_<kind>) on `ob` with `settings`."""
+    modifier = ob.modifiers.new(kind.title(), f"GREASE_PENCIL_{kind}")
+    for name, value in settings.items():
+        setattr(modifier, name, value)
+    return modifier
+
+
 def _lattice(ob) -> None:
     lattice = bpy.data.objects.new("Lattice", bpy.data.lattices.new("Lattice"))
     bpy.context.scene.collection.objects.link(lattice)
@@ -161,18 +169,75 @@ def _lattice(ob) -> None:
     for point in lattice.data.points:  # stretch the right half
         if point.co[0] > 0:
             point.co_deform.x += 0.5
-    ob.modifiers.new("Lattice", "GREASE_PENCIL_LATTICE").object = lattice
+    _modifier(ob, "LATTICE", object=lattice)
 
 
-MODIFIERS = {
-    "mirror": lambda ob: ob.modifiers.new("Mirror", "GREASE_PENCIL_MIRROR"),
-    "offset": lambda ob: setattr(ob.modifiers.new("Offset", "GREASE_PENCIL_OFFSET"), "location", (2.0, 0.0, 0.5)),
-    "subdivide": lambda ob: setattr(ob.modifiers.new("Subdivide", "GREASE_PENCIL_SUBDIV"), "level", 2),
-    "array": lambda ob: setattr(ob.modifiers.new("Array", "GREASE_PENCIL_ARRAY"), "count", 3),
-    "simplify": lambda ob: setattr(ob.modifiers.new("Simplify", "GREASE_PENCIL_SIMPLIFY"), "mode", "SAMPLE"),
-    "noise": lambda ob: setattr(ob.modifiers.new("Noise", "GREASE_PENCIL_NOISE"), "factor", 2.0),
-    "smooth": lambda ob: setattr(ob.modifiers.new("Smooth", "GREASE_PENCIL_SMOOTH"), "factor", 1.0),
-    "lattice": _lattice,
+def _hook(ob) -> None:
+    target = bpy.data.objects.new("Hook", None)
+    bpy.context.scene.collection.objects.link(target)
+    _modifier(ob, "HOOK", object=target)
+    bpy.context.view_layer.update()
+    target.location = (0.5, 0.0, 0.3)  # moved after hooking: pulls the points
+
+
+def _armature_deform(ob) -> None:
+    """The posed rig of `_armature` deforms `ob` through automatic weights."""
+    rig = _armature(head=(0.0, 0.0, -2.0), tail=(0.0, 0.0, 2.0))
+    rig.location = (0.0, 0.0, 0.0)  # the bone through the drawing
+    for other in bpy.context.view_layer.objects:
+        other.select_set(other in (ob, rig))
+    bpy.context.view_layer.objects.active = rig
+    assert bpy.ops.object.parent_set(type="ARMATURE_AUTO") == {"FINISHED"}
+    assert [m.type for m in ob.modifiers] == ["GREASE_PENCIL_ARMATURE"]
+    rig.pose.bones["Bone"].rotation_euler = (0.0, 0.4, 0.0)  # posed after the weights are made
+    bpy.context.view_layer.objects.active = ob
+
+
+def _build_halfway(ob) -> None:
+    _modifier(ob, "BUILD", length=20)  # strokes grow one after another over 20 frames from the key at 1
+    bpy.context.scene.frame_set(10)
+
+
+def _time_offset(ob) -> None:
+    """Keys at frames 1 (the drawing) and 5 (one stroke); 4 frames ahead, frame 1 shows frame 5's."""
+    layer, gpencil = ob.data.layers["Lines"], addon_module("gpencil")
+    drawn = gpencil.read_strokes(layer, 1)
+    gpencil.write_strokes(layer, 5, [drawn.positions[:2] + np.float32([0.5, 0.0, 0.3])], [drawn.radius[:2]])
+    _modifier(ob, "TIME", offset=4)
+
+
+def _geometry_nodes(ob, node: str, **inputs):
+    """A Geometry Nodes modifier on `ob`: the geometry through one `node` with `inputs`."""
+    tree = bpy.data.node_groups.new(node, "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    given, result, step = tree.nodes.new("NodeGroupInput"), tree.nodes.new("NodeGroupOutput"), tree.nodes.new(node)
+    for name, value in inputs.items():
+        step.inputs[name].default_value = value
+    tree.links.new(given.outputs[0], step.inputs["Geometry"])
+    tree.links.new(step.outputs["Geometry"], result.inputs[0])
+    ob.modifiers.new(node, "NODES").node_group = tree
+
+
+MODIFIERS = {  # name: (how it is set up, the strokes Blender then draws of the 4 drawn)
+    "mirror": (lambda ob: _modifier(ob, "MIRROR"), 8),
+    "offset": (lambda ob: _modifier(ob, "OFFSET", location=(2.0, 0.0, 0.5), rotation=(0.0, 0.3, 0.0)), 4),
+    "subdivide": (lambda ob: _modifier(ob, "SUBDIV", level=2), 4),
+    "array": (lambda ob: _modifier(ob, "ARRAY", count=3), 12),
+    "multiple strokes": (lambda ob: _modifier(ob, "MULTIPLY", duplicates=2, distance=0.3), 8),
+    "simplify": (lambda ob: _modifier(ob, "SIMPLIFY", mode="SAMPLE", length=0.3), 4),
+    "noise": (lambda ob: _modifier(ob, "NOISE", factor=2.0), 4),
+    "smooth": (lambda ob: _modifier(ob, "SMOOTH", factor=1.0, step=3), 4),
+    "length": (lambda ob: _modifier(ob, "LENGTH", start_factor=0.3, end_factor=-0.2), 4),
+    "dash": (lambda ob: _modifier(ob, "DASH"), 5),
+    "envelope": (lambda ob: _modifier(ob, "ENVELOPE", spread=3), 23),
+    "outline": (lambda ob: _modifier(ob, "OUTLINE", thickness=5), 4),
+    "lattice": (_lattice, 4),
+    "hook": (_hook, 4),
+    "armature": (_armature_deform, 4),
+    "build, halfway": (_build_halfway, 2),
+    "time offset": (_time_offset, 1),
+    "geometry nodes": (lambda ob: _geometry_nodes(ob, "GeometryNodeSetPosition", Offset=(1.0, 0.0, 0.5)), 4),
 }
 
 
@@ -182,9 +247,12 @@ def test_grease_pencil_modifiers_are_applied(scene, modifier: str) -> None:
     aside = {"points": [[0.15, 0.2], [0.3, 0.25], [0.35, 0.4]], "radius": [0.01] * 3}  # not symmetric
     ob = add_drawing({"strokes": [*SQUARE["strokes"], aside, BOX["strokes"][0]]})
     plain = _points(_export(ob)[0])
-    MODIFIERS[modifier](ob)
+    setup, count = MODIFIERS[modifier]
+    setup(ob)
     bpy.context.view_layer.update()
-    sent = _points(_export(ob)[0])
+    strokes = _export(ob)[0]
+    sent = _points(strokes)
+    assert len(strokes) == count
     _assert_same_points(sent, _reference_square(_shown_world(ob), scene))
     assert sent.shape != plain.shape or np.abs(sent - plain).max() * PX > 1  # the modifier changed what is sent
 
@@ -208,13 +276,71 @@ def test_thickness_modifier_layer_radius_offset_and_opacity_reach_the_strokes(sc
     assert after["opacity"] == pytest.approx(0.1)
 
 
-def _armature(bone_name: str = "Bone"):
+def _opacity(**settings):
+    return lambda ob: _modifier(ob, "OPACITY", **settings)
+
+
+SHADING = {  # name: (how it is set up, the opacity of each stroke sent: the plus's two lines, then the filled box)
+    "nothing": (lambda ob: None, [1.0, 1.0, 0.8]),
+    "opacity, lines and fills": (_opacity(color_factor=0.3), [0.3, 0.3, 0.24]),
+    "opacity, fills only": (_opacity(color_mode="FILL", color_factor=0.5), [1.0, 1.0, 0.4]),
+    "opacity, lines only": (_opacity(color_mode="STROKE", color_factor=0.5), [0.5, 0.5, 0.8]),
+    "opacity, uniform": (_opacity(use_uniform_opacity=True, color_factor=0.4), [0.4, 0.4, 0.32]),
+    "opacity 0 on one layer": (_opacity(color_factor=0.0, tree_node_filter="Lines"), [0.8]),
+    "opacity 0 on one material": (
+        lambda ob: _modifier(ob, "OPACITY", color_factor=0.0, material_filter=ob.material_slots[0].material),
+        [0.8],
+    ),
+    "layer at opacity 0": (lambda ob: setattr(ob.data.layers["Lines"], "opacity", 0.0), [0.8]),
+    "tint": (lambda ob: _modifier(ob, "TINT", factor=1.0, color=(1.0, 0.0, 0.0)), [1.0, 1.0, 0.8]),
+    "hue/saturation": (lambda ob: _modifier(ob, "COLOR", hue=0.3), [1.0, 1.0, 0.8]),
+    "texture mapping": (lambda ob: _modifier(ob, "TEXTURE", uv_offset=0.3), [1.0, 1.0, 0.8]),
+}
+
+
+@pytest.mark.parametrize("shading", SHADING)
+def test_modifiers_that_shade_reach_the_opacity_and_leave_the_points_alone(scene, shading: str) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    _material(ob, "Ink", show_stroke=True, show_fill=False)
+    _material(ob, "Fill", show_stroke=False, show_fill=True)
+    ob.material_slots[1].material.grease_pencil.fill_color[3] = 0.8
+    _set_curve_attribute(_layer(ob, "Shapes", BOX), "material_index", "INT", np.array([1], np.int32))
+    plain = _export(ob)[0]
+    setup, opacity = SHADING[shading]
+    setup(ob)
+    bpy.context.view_layer.update()
+    sent = _export(ob)[0]
+    assert [round(s["opacity"], 6) for s in sent] == opacity
+    kept = plain[-len(sent) :] if len(sent) < len(plain) else plain  # a stroke left out is one of the plus's
+    for stroke, before in zip(sent, kept, strict=True):
+        assert stroke["points"] == before["points"] and stroke["radius"] == before["radius"]
+
+
+def test_materials_that_geometry_nodes_give_are_the_ones_drawn(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    _material(ob, "Ink", show_stroke=True, show_fill=False)
+    _material(ob, "Fill", show_stroke=False, show_fill=True)
+    _set_curve_attribute(_layer(ob, "Shapes", BOX), "material_index", "INT", np.array([1], np.int32))
+    (box,) = [s for s in _export(ob)[0] if len(s["points"]) == 5]  # the filled box's closed outline
+    faint = bpy.data.materials.new("Faint ink")  # not on the object: Geometry Nodes add it
+    bpy.data.materials.create_gpencil_data(faint)
+    faint.grease_pencil.show_stroke, faint.grease_pencil.color[3] = True, 0.25
+    _geometry_nodes(ob, "GeometryNodeSetMaterial", Material=faint)
+    bpy.context.view_layer.update()
+    sent = _export(ob)[0]
+    assert [s["opacity"] for s in sent] == [0.25, 0.25, 0.25]  # all three strokes drawn in the faint ink
+    assert sent[2]["points"] == box["points"][:4]  # the box is a line now: open, as drawn
+
+
+def _armature(bone_name: str = "Bone", head=(0.0, 0.0, 0.0), tail=(0.0, 0.0, 1.0)):
     armature = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
     bpy.context.scene.collection.objects.link(armature)
     bpy.context.view_layer.objects.active = armature
     bpy.ops.object.mode_set(mode="EDIT")
     bone = armature.data.edit_bones.new(bone_name)
-    bone.head, bone.tail = (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+    bone.head, bone.tail = head, tail
     bpy.ops.object.mode_set(mode="OBJECT")
     armature.location = (0.5, 1.0, -0.3)
     pose = armature.pose.bones[bone_name]
