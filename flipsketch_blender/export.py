@@ -7,12 +7,14 @@ honoured; the layers' radius offset included), each layer through its own
 transform (its parent object or bone when it has one), without hidden layers
 (directly or through any hidden layer group) and without strokes that draw
 nothing (material hidden or showing neither line nor fill, zero opacity from
-the Opacity modifier, the layer or the material's colour). Closed strokes
-(Box, Circle tools) go out closed; a stroke that shows only its fill goes out
-as the closed outline of the region it fills. Point opacity is multiplied by
-the layer's opacity and the alpha of its material's colour (a fill's: the
-fill colour's alpha times the stroke's fill opacity; point opacity does not
-touch fills). The materials are the evaluated object's.
+the Opacity modifier, the layer or the material's colour; before Blender 5.1
+the material's Stroke and Fill switches say what a stroke shows, from 5.1 the
+stroke's own hide_stroke and fill_id do). Closed strokes (Box, Circle tools)
+go out closed; a stroke that shows only its fill goes out as the closed
+outline of the region it fills. Point opacity is multiplied by the layer's
+opacity and the alpha of its material's colour (a fill's: the fill colour's
+alpha times the stroke's fill opacity; point opacity does not touch fills).
+The materials are the evaluated object's.
 
 Layer masks are applied as Blender's Grease Pencil engine applies them: a
 layer with Use Masks on (and on in every layer group above it) is masked by
@@ -45,6 +47,8 @@ SCHEMA_VERSION = 1
 MAX_MASK_INDEX = 256  # Blender's GP_MAX_MASKBITS: a layer at this index or later cannot mask
 MASK_REACH = 100.0  # frame sizes a mask layer may reach past the frame (the backend's sketch.MASK_REACH)
 GENERATED_PREFIX = "FlipSketch: "  # layers the importer creates
+# Blender 5.1+: a stroke, not its material, says whether it shows its line and fill (hide_stroke, fill_id)
+STROKES_CHOOSE = bpy.app.version >= (5, 1, 0)
 
 
 class ExportError(Exception):
@@ -122,9 +126,10 @@ def layer_matrix(ob, layer, depsgraph) -> np.ndarray:
 
 def _material_styles(ob) -> tuple[np.ndarray, np.ndarray]:
     """Per material slot: (alpha of its line, alpha of its fill), 0..1: the
-    colour's alpha where the material shows lines / fills, 0 where it does not
-    or is hidden. A slot without a Grease Pencil material draws with Blender's
-    default stroke material (an opaque line, no fill)."""
+    colour's alpha, 0 where the material is hidden (before Blender 5.1 also
+    where it does not show lines / fills; from 5.1 each stroke says so). A
+    slot without a Grease Pencil material draws with Blender's default stroke
+    material (an opaque line, no fill)."""
     line, fill = [], []
     for slot in ob.material_slots:
         style = slot.material.grease_pencil if slot.material is not None else None
@@ -132,8 +137,8 @@ def _material_styles(ob) -> tuple[np.ndarray, np.ndarray]:
             line.append(1.0)
             fill.append(0.0)
             continue
-        line.append(style.color[3] if style.show_stroke and not style.hide else 0.0)
-        fill.append(style.fill_color[3] if style.show_fill and not style.hide else 0.0)
+        line.append(style.color[3] if not style.hide and (STROKES_CHOOSE or style.show_stroke) else 0.0)
+        fill.append(style.fill_color[3] if not style.hide and (STROKES_CHOOSE or style.show_fill) else 0.0)
     return np.array(line, float), np.array(fill, float)
 
 
@@ -191,6 +196,9 @@ def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) 
     if len(line):
         slot = np.clip(data.material, 0, len(line) - 1)
         line_alpha, fill_alpha = line[slot], fill[slot] * data.fill_opacity
+    if STROKES_CHOOSE:
+        line_alpha = np.where(data.hide_stroke, 0.0, line_alpha)
+        fill_alpha = np.where(data.fill_id != 0, fill_alpha, 0.0)
     opacity = data.opacity * np.repeat(line_alpha, counts) * (1.0 if as_mask else layer.opacity)
     drawn = counts > 0
     line_shown = np.zeros(len(counts), bool)

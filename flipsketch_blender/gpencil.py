@@ -38,6 +38,8 @@ class Strokes:
     cyclic: np.ndarray  # (S,) bool: closed strokes (Box and Circle tools)
     material: np.ndarray  # (S,) material slot index
     fill_opacity: np.ndarray  # (S,) 0..1: how opaque the region a stroke encloses is, where its material fills
+    hide_stroke: np.ndarray  # (S,) bool: Blender 5.1+: the stroke shows no line (a fill's outline)
+    fill_id: np.ndarray  # (S,) Blender 5.1+: the fill the stroke bounds (0: none)
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         return np.split(values, self.offsets[1:-1])
@@ -75,6 +77,8 @@ def read_strokes(layer, frame_number: int) -> Strokes | None:
         _read_attribute(drawing, "cyclic", curves, False, bool),
         _read_attribute(drawing, "material_index", curves, 0, np.int32),
         _read_attribute(drawing, "fill_opacity", curves, 1.0),
+        _read_attribute(drawing, "hide_stroke", curves, False, bool),
+        _read_attribute(drawing, "fill_id", curves, 0, np.int32),
     )
 
 

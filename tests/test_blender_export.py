@@ -49,6 +49,19 @@ def _set_curve_attribute(layer, name: str, kind: str, values: np.ndarray) -> Non
     attribute.data.foreach_set("value", values)
 
 
+def _paint(layer, slots: list[int]) -> None:
+    """The strokes of `layer` (frame 1) drawn with the materials in `slots`,
+    showing line and fill as those materials' Stroke and Fill switches say:
+    from Blender 5.1 each stroke says so itself (hide_stroke, fill_id), as 5.1
+    turns the switches of a file from an earlier Blender into."""
+    _set_curve_attribute(layer, "material_index", "INT", np.array(slots, np.int32))
+    if bpy.app.version >= (5, 1, 0):
+        styles = [layer.id_data.materials[slot].grease_pencil for slot in slots]
+        _set_curve_attribute(layer, "hide_stroke", "BOOLEAN", np.array([not style.show_stroke for style in styles]))
+        fills = [k + 1 if style.show_fill else 0 for k, style in enumerate(styles)]
+        _set_curve_attribute(layer, "fill_id", "INT", np.array(fills, np.int32))
+
+
 def _shown_world(ob) -> np.ndarray:
     """What Blender shows of `ob`, independently of the add-on: Blender's own
     conversion of it to a mesh (modifiers, layer parents applied), in world space."""
@@ -108,7 +121,7 @@ def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_ou
         style = material.grease_pencil
         style.show_stroke, style.show_fill, style.hide = show_stroke, show_fill, hide
         ob.data.materials.append(material)
-    _set_curve_attribute(layer, "material_index", "INT", np.array([0, 1, 2, 3], np.int32))
+    _paint(layer, [0, 1, 2, 3])
     sent = _export(ob)[0]
     assert len(sent) == 2  # the ink stroke and the filled box
     assert np.allclose(sent[0]["points"], SQUARE["strokes"][0]["points"], atol=1e-4)
@@ -137,12 +150,31 @@ def test_the_alpha_of_a_materials_colour_reaches_the_strokes_and_a_clear_one_sen
         style.color[3] = 0.25 if name == "Faint ink" else 0.0 if name == "Clear ink" else 1.0
         style.fill_color[3] = alpha
         ob.data.materials.append(material)
-    _set_curve_attribute(layer, "material_index", "INT", np.array([0, 1, 2, 3], np.int32))
+    _paint(layer, [0, 1, 2, 3])
     sent = _export(ob)[0]
     assert [round(s["opacity"], 6) for s in sent] == [0.125, 0.5, 0.3]  # colour alpha x layer opacity 0.5
     assert np.allclose(sent[0]["points"], SQUARE["strokes"][0]["points"], atol=1e-4)
     assert np.allclose(sent[1]["points"], line["points"], atol=1e-4)
     assert len(sent[2]["points"]) == 5  # the tinted fill's closed outline, as opaque as the fill
+
+
+def test_from_blender_5_1_each_stroke_says_whether_it_shows_its_line_and_fill(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    material = bpy.data.materials.new("Ink and paint")  # its Stroke and Fill switches as this Blender makes them
+    bpy.data.materials.create_gpencil_data(material)
+    material.grease_pencil.fill_color[3] = 0.6
+    ob.data.materials.append(material)
+    layer = _layer(ob, "Shapes", BOX)
+    _set_curve_attribute(layer, "material_index", "INT", np.array([0], np.int32))
+    _set_curve_attribute(layer, "hide_stroke", "BOOLEAN", np.array([True]))  # the box: a fill without a line
+    _set_curve_attribute(layer, "fill_id", "INT", np.array([1], np.int32))
+    sent = _export(ob)[0]
+    if bpy.app.version >= (5, 1, 0):  # the plus's lines and the box's fill, as its closed outline
+        assert [len(s["points"]) for s in sent] == [2, 2, 5]
+        assert [round(s["opacity"], 6) for s in sent] == [1.0, 1.0, 0.6]
+    else:  # the material's switches decide (lines on, fill off): the box is a line
+        assert [len(s["points"]) for s in sent] == [2, 2, 4] and [s["opacity"] for s in sent] == [1.0, 1.0, 1.0]
 
 
 def test_cyclic_strokes_go_out_closed(scene) -> None:
@@ -305,7 +337,7 @@ def test_modifiers_that_shade_reach_the_opacity_and_leave_the_points_alone(scene
     _material(ob, "Ink", show_stroke=True, show_fill=False)
     _material(ob, "Fill", show_stroke=False, show_fill=True)
     ob.material_slots[1].material.grease_pencil.fill_color[3] = 0.8
-    _set_curve_attribute(_layer(ob, "Shapes", BOX), "material_index", "INT", np.array([1], np.int32))
+    _paint(_layer(ob, "Shapes", BOX), [1])
     plain = _export(ob)[0]
     setup, opacity = SHADING[shading]
     setup(ob)
@@ -321,17 +353,13 @@ def test_materials_that_geometry_nodes_give_are_the_ones_drawn(scene) -> None:
     add_camera()
     ob = add_drawing(SQUARE)
     _material(ob, "Ink", show_stroke=True, show_fill=False)
-    _material(ob, "Fill", show_stroke=False, show_fill=True)
-    _set_curve_attribute(_layer(ob, "Shapes", BOX), "material_index", "INT", np.array([1], np.int32))
-    (box,) = [s for s in _export(ob)[0] if len(s["points"]) == 5]  # the filled box's closed outline
+    assert [s["opacity"] for s in _export(ob)[0]] == [1.0, 1.0]
     faint = bpy.data.materials.new("Faint ink")  # not on the object: Geometry Nodes add it
     bpy.data.materials.create_gpencil_data(faint)
     faint.grease_pencil.show_stroke, faint.grease_pencil.color[3] = True, 0.25
     _geometry_nodes(ob, "GeometryNodeSetMaterial", Material=faint)
     bpy.context.view_layer.update()
-    sent = _export(ob)[0]
-    assert [s["opacity"] for s in sent] == [0.25, 0.25, 0.25]  # all three strokes drawn in the faint ink
-    assert sent[2]["points"] == box["points"][:4]  # the box is a line now: open, as drawn
+    assert [s["opacity"] for s in _export(ob)[0]] == [0.25, 0.25]  # drawn in the faint ink
 
 
 def _armature(bone_name: str = "Bone", head=(0.0, 0.0, 0.0), tail=(0.0, 0.0, 1.0)):
@@ -470,7 +498,7 @@ def _matte(ob, name: str, x0: float, x1: float):
     if slot < 0:
         _material(ob, "Matte", show_stroke=False, show_fill=True)
         slot = len(ob.material_slots) - 1
-    _set_curve_attribute(layer, "material_index", "INT", np.array([slot], np.int32))
+    _paint(layer, [slot])
     return layer
 
 
