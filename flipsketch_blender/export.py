@@ -124,7 +124,7 @@ def layer_matrix(ob, layer, depsgraph) -> np.ndarray:
     return np.array(matrix @ layer.matrix_parent_inverse @ layer.matrix_local)
 
 
-def _material_styles(ob) -> tuple[np.ndarray, np.ndarray]:
+def material_alphas(ob) -> tuple[np.ndarray, np.ndarray]:
     """Per material slot: (alpha of its line, alpha of its fill), 0..1: the
     colour's alpha, 0 where the material is hidden (before Blender 5.1 also
     where it does not show lines / fills; from 5.1 each stroke says so). A
@@ -190,7 +190,7 @@ def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) 
     data = read_strokes(layer, frame_number)
     if data is None:
         return None
-    line, fill = _material_styles(ob.evaluated_get(depsgraph))
+    line, fill = material_alphas(ob.evaluated_get(depsgraph))
     counts = np.diff(data.offsets)
     line_alpha, fill_alpha = np.ones(len(counts)), np.zeros(len(counts))
     if len(line):

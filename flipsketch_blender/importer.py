@@ -13,7 +13,7 @@ import numpy as np
 from mathutils import Matrix
 
 from .bundled import client_library
-from .export import GENERATED_PREFIX, Placement
+from .export import GENERATED_PREFIX, STROKES_CHOOSE, Placement, material_alphas
 from .gpencil import write_strokes
 
 INK_MATERIAL = "FlipSketch Ink"
@@ -78,22 +78,23 @@ def add_image_sequence(name: str, first_file: Path, count: int, start: int, plac
 
 
 def _ink_material(ob) -> int:
-    """The slot of a material that draws strokes (visible, stroke on): the
-    first such slot, else a new 'FlipSketch Ink' material added to `ob`. An
-    object without materials draws with Blender's default stroke material:
-    slot 0, nothing added."""
+    """The slot of a material that draws the imported lines (export's
+    material_alphas: visible, an opaque-enough colour, and before Blender 5.1
+    its Stroke switch on): the first such slot, else a 'FlipSketch Ink'
+    material added to `ob`. An object without materials draws with Blender's
+    default stroke material: slot 0, nothing added."""
     if not ob.material_slots:
         return 0
-    for index, slot in enumerate(ob.material_slots):
-        style = slot.material.grease_pencil if slot.material is not None else None
-        if style is not None and style.show_stroke and not style.hide:
-            return index
+    line_alpha, _ = material_alphas(ob)
+    if (line_alpha > 0).any():
+        return int(np.argmax(line_alpha > 0))
     material = bpy.data.materials.get(INK_MATERIAL)
     style = material.grease_pencil if material is not None else None
-    if style is None or not style.show_stroke or style.hide:
+    if style is None or style.hide or style.color[3] == 0 or not (STROKES_CHOOSE or style.show_stroke):
         material = bpy.data.materials.new(INK_MATERIAL)
         bpy.data.materials.create_gpencil_data(material)
-        material.grease_pencil.show_stroke = True  # Blender 5.x creates Grease Pencil materials without strokes
+        if not STROKES_CHOOSE:  # from 5.1 each stroke shows its line; the switch is deprecated
+            material.grease_pencil.show_stroke = True
     ob.data.materials.append(material)
     return len(ob.material_slots) - 1
 

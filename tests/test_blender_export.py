@@ -420,7 +420,7 @@ def test_imported_strokes_use_a_material_that_draws_strokes(scene) -> None:
     add_camera()
     ob = add_drawing(SQUARE)
     assert len(ob.material_slots) == 0  # no materials: Blender's default draws the strokes, nothing is added
-    placement, importer = _export(ob)[1], addon_module("importer")
+    placement, importer, export = _export(ob)[1], addon_module("importer"), addon_module("export")
 
     def material_of_new_strokes() -> str:
         layer = importer.add_traced_layer(ob, "Generated", {"frames": [SQUARE]}, 1, 1, placement)
@@ -430,16 +430,25 @@ def test_imported_strokes_use_a_material_that_draws_strokes(scene) -> None:
         return ob.material_slots[int(values[0])].material.name if ob.material_slots else ""
 
     assert material_of_new_strokes() == ""
-    for name, show_stroke, hide in (("Fill", False, False), ("Hidden", True, True)):
+    for name, hide, alpha in (("Hidden", True, 1.0), ("Clear", False, 0.0)):
         material = bpy.data.materials.new(name)
         bpy.data.materials.create_gpencil_data(material)
-        material.grease_pencil.show_stroke, material.grease_pencil.show_fill = show_stroke, True
-        material.grease_pencil.hide = hide
+        material.grease_pencil.hide, material.grease_pencil.color[3] = hide, alpha
         ob.data.materials.append(material)
     assert material_of_new_strokes() == "FlipSketch Ink"
-    assert [slot.material.name for slot in ob.material_slots] == ["Fill", "Hidden", "FlipSketch Ink"]
+    assert [slot.material.name for slot in ob.material_slots] == ["Hidden", "Clear", "FlipSketch Ink"]
     assert material_of_new_strokes() == "FlipSketch Ink"  # found again, not added twice
     assert len(ob.material_slots) == 3
+    ink = bpy.data.materials["FlipSketch Ink"].grease_pencil
+    assert not ink.hide and ink.color[3] == 1.0 and (export.STROKES_CHOOSE or ink.show_stroke)
+
+    # A fill-only material: before Blender 5.1 it draws no line; from 5.1 the stroke decides, so it serves.
+    fill = bpy.data.materials.new("Fill")
+    bpy.data.materials.create_gpencil_data(fill)
+    fill.grease_pencil.show_stroke, fill.grease_pencil.show_fill = False, True
+    ob.data.materials.clear()
+    ob.data.materials.append(fill)
+    assert material_of_new_strokes() == ("Fill" if export.STROKES_CHOOSE else "FlipSketch Ink")
 
 
 @pytest.mark.parametrize(
