@@ -4,7 +4,7 @@
     python3.11 build.py demo      set up, then run the main job end to end (headless Blender)
     python3.11 build.py test      set up, then lint, type-check and run the test suite; the
                                   Blender tests run again in the newest tested Blender (bpy 5.3)
-    python3.11 build.py zip       build the installable Blender extension into dist/
+    python3.11 build.py zip [OUT.zip]   build the installable Blender extension (default: into dist/)
     python3.11 build.py install-backend DIR   private backend venv (what the add-on installs)
     python3.11 build.py storyboard IN.blend OUT.blend   animate a .blend's storyboard headless
 
@@ -150,10 +150,31 @@ def typecheck(py: Path) -> None:
     run([py.parent / ("basedpyright.exe" if os.name == "nt" else "basedpyright"), "--pythonpath", py], cwd=ROOT)
 
 
+def parallel_options(extra: list[str]) -> list[str]:
+    """pytest-xdist: one worker per core (FLIPSKETCH_TEST_WORKERS to choose), a
+    test file's tests on one worker (they share module fixtures: a Blender
+    scene, a server); none when the pytest arguments choose workers or `-p no:xdist`."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in extra):
+        return []
+    workers = os.environ.get("FLIPSKETCH_TEST_WORKERS") or str(os.cpu_count() or 1)
+    return ["-n", workers, "--dist", "loadfile"]
+
+
+def suite_environment(model: Path, py: Path, parallel: list[str]) -> dict[str, str]:
+    """The tests' environment: the shared tiny model and backend, and with
+    parallel workers one torch (OpenMP) thread per worker and per server it
+    starts: more threads than cores make OpenMP's waiting threads spin against
+    each other (the inversion test took 4x longer)."""
+    env = {**os.environ, "FLIPSKETCH_TEST_MODEL": str(model), "FLIPSKETCH_TEST_BACKEND_PYTHON": str(py)}
+    if parallel:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(parallel[1])))
+    return env
+
+
 def cmd_test(extra: list[str]) -> None:
     """Lint, type-check, run the suite in .venv (Blender 4.5 LTS), then the
     Blender tests again in .venv-bpy5 (Blender 5.3), against .venv's backend and
-    one tiny model made for both runs."""
+    one tiny model made for both runs; each run spread over the cores."""
     py = setup()
     py5 = setup_bpy5()
     run([py, "-m", "ruff", "check", ROOT], cwd=ROOT)
@@ -162,16 +183,18 @@ def cmd_test(extra: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="flipsketch-test-") as tmp:
         model = Path(tmp) / "tiny-model"
         run([py, "-m", "flipsketch.cli", "model", "create-tiny", model], cwd=ROOT)
-        env = {**os.environ, "FLIPSKETCH_TEST_MODEL": str(model), "FLIPSKETCH_TEST_BACKEND_PYTHON": str(py)}
-        run([py, "-m", "pytest", "-q", "--durations=20", *extra], cwd=ROOT, env=env)
+        parallel = parallel_options(extra)
+        env = suite_environment(model, py, parallel)
+        run([py, "-m", "pytest", "-q", "--durations=20", *parallel, *extra], cwd=ROOT, env=env)
         selected = [a for a in extra if not a.startswith("-") and Path(ROOT, a.split("::")[0]).suffix == ".py"]
         files = [str(f.relative_to(ROOT)) for f in blender_test_files()]
         if selected:  # files named on the command line: only those that use Blender
             files = [a for a in selected if str(Path(a.split("::")[0])) in files]
         options = [a for a in extra if a not in selected]
         if files:
-            say(f"$ {py5} -m pytest -q {' '.join([*options, *files])}   (Blender 5.3)")
-            code = subprocess.run([str(py5), "-m", "pytest", "-q", *options, *files], cwd=ROOT, env=env).returncode
+            command = [str(py5), "-m", "pytest", "-q", "--durations=10", *parallel, *options, *files]
+            say(f"$ {' '.join(command)}   (Blender 5.3)")
+            code = subprocess.run(command, cwd=ROOT, env=env).returncode
             if code == 5 and options:  # pytest: nothing collected; a -k/-m filter chose no Blender test
                 say("no Blender test matched the pytest options")
             elif code != 0:
@@ -238,8 +261,8 @@ def cmd_zip(extra: list[str]) -> Path:
     version = next(
         line.split("=")[1].strip().strip('"') for line in manifest.splitlines() if line.startswith("version ")
     )
-    DIST.mkdir(exist_ok=True)
-    target = DIST / f"{ext_id}-{version}.zip"
+    target = Path(extra[0]).resolve() if extra else DIST / f"{ext_id}-{version}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / ext_id
         for name, src in extension_files().items():
@@ -248,10 +271,13 @@ def cmd_zip(extra: list[str]) -> Path:
             shutil.copyfile(src, dst)
         for path in sorted(stage.rglob("*"), reverse=True):
             os.utime(path, (ZIP_EPOCH, ZIP_EPOCH))
-        partial = DIST / f"{target.stem}.partial.zip"
-        run([py, cli, "build", "--source-dir", stage, "--output-filepath", partial, "--valid-tags", tags])
-        run([py, cli, "validate", partial])
-        os.replace(partial, target)
+        partial = target.with_name(f".{target.stem}.{os.getpid()}.partial.zip")  # in place once validated
+        try:
+            run([py, cli, "build", "--source-dir", stage, "--output-filepath", partial, "--valid-tags", tags])
+            run([py, cli, "validate", partial])
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     say(f"extension zip: {target}")
     return target
 

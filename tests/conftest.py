@@ -6,7 +6,9 @@ its interpreter (default: this one) and FLIPSKETCH_TEST_MODEL a tiny model made
 once for both runs (default: one made per session with that interpreter).
 
 Blender's user resources are redirected before anything imports bpy, so tests
-never touch a developer's real Blender preferences or extensions.
+never touch a developer's real Blender preferences or extensions; each pytest
+process (each pytest-xdist worker) gets its own folder, and builds the
+extension zip once, into its own temporary folder.
 """
 
 import os
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="flipsketch-blender-user-"))
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # xdist sets it before conftest is imported
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix=f"flipsketch-blender-user-{WORKER}-")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +57,14 @@ def metric_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
     folder = tmp_path_factory.mktemp("metric-models")
     return create_tiny_clip(folder / "clip"), create_tiny_xclip(folder / "xclip", num_frames=4)
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The installable extension, built once per pytest process by `build.py zip`."""
+    target = tmp_path_factory.mktemp("extension") / "flipsketch-0.1.0.zip"
+    result = subprocess.run(
+        [sys.executable, ROOT / "build.py", "zip", target], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return target

@@ -19,7 +19,7 @@ from .conftest import ROOT
 sys.path.insert(0, str(ROOT / "examples"))
 from scene import add_camera, add_drawing, addon_module, install_extension, pump_until_done
 
-FAST = dict(frames=4, steps=4, quality="draft", tau_compose=2)
+FAST = dict(frames=4, steps=4, quality="draft", tau_compose=2, resolution=64)  # the tiny model's size
 SQUARE = {  # a plus sign, radius in square-frame units
     "schema": "flipsketch.strokes",
     "version": 1,
@@ -44,12 +44,9 @@ def preferences(addon, **values):
 
 
 @pytest.fixture(scope="module")
-def addon(tmp_path_factory, tiny_model_dir: Path, backend_python: Path):
-    zip_path = tmp_path_factory.mktemp("zip") / "flipsketch.zip"
-    subprocess.run([sys.executable, ROOT / "build.py", "zip"], check=True, capture_output=True, cwd=ROOT)
-    zip_path.write_bytes((ROOT / "dist" / "flipsketch-0.1.0.zip").read_bytes())
+def addon(tmp_path_factory, extension_zip: Path, tiny_model_dir: Path, backend_python: Path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    install_extension(zip_path)
+    install_extension(extension_zip)
     prefs = bpy.context.preferences.addons["bl_ext.user_default.flipsketch"].preferences
     prefs.backend_python = str(backend_python)
     prefs.backend_path = str(tmp_path_factory.mktemp("backend"))
@@ -319,7 +316,8 @@ def test_extend_continues_the_layer_and_sequence_from_a_redrawn_last_key(scene) 
     assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7, 9, 11, 13]  # 3 new keys on twos, no repeat of 7
     assert np.array_equal(addon_module("gpencil").read_strokes(layer, 1).positions, first_key)
     sent = np.asarray(Image.open(Path(job.out_dir) / "sketch.png").convert("L"))
-    assert sent[128, 128] < 128 and sent[40, 40] == 255 and sent[128, 40] == 255  # the redrawn line was sent
+    middle, off = len(sent) // 2, len(sent) * 5 // 32  # the square's centre, and 5/32 of the side in
+    assert sent[middle, middle] < 128 and sent[off, off] == 255 and sent[middle, off] == 255  # the redrawn line
     empty = bpy.data.objects[sequence_object]
     assert empty.image_user.frame_duration == 14
     sequence = sorted(Path(bpy.path.abspath(empty.data.filepath)).parent.glob("seq_*.png"))
@@ -378,7 +376,9 @@ def test_storyboard_from_markers_keeps_going_and_resumes_after_reopening(scene, 
     assert sorted(s.text for s in strips if s.type == "TEXT") == ["sh010", "sh020", "sh030", "sh040"]
 
 
-def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Path, backend_python: Path) -> None:
+def test_headless_storyboard_command_saves_the_result(
+    scene, addon, extension_zip: Path, tmp_path: Path, backend_python: Path
+) -> None:
     add_camera()
     scene.timeline_markers.new("a", frame=1)
     scene.timeline_markers.new("b", frame=12)
@@ -392,7 +392,7 @@ def test_headless_storyboard_command_saves_the_result(scene, addon, tmp_path: Pa
         [
             sys.executable,
             ROOT / "examples" / "run_storyboard.py",
-            ROOT / "dist" / "flipsketch-0.1.0.zip",
+            extension_zip,
             board,
             tmp_path / "done.blend",
             "--backend-python",

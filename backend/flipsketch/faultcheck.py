@@ -90,28 +90,24 @@ class Target:
         headers = {"Authorization": f"Bearer {self.client.token}"} if token else {}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException):
-            return 0, None
-        finally:
-            connection.close()
-        try:
-            return response.status, json.loads(raw)
-        except ValueError:
-            return response.status, None
+        return self._exchange(lambda c: c.request(method, path, body=body, headers=headers), timeout)
 
     def announce(self, path: str, length: int) -> tuple[int, Any]:
         """A POST that announces `length` bytes and sends none: the answer must not wait for them."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        try:
+
+        def send(connection: http.client.HTTPConnection) -> None:
             connection.putrequest("POST", path)
             connection.putheader("Authorization", f"Bearer {self.client.token}")
             connection.putheader("Content-Length", str(length))
             connection.endheaders()
+
+        return self._exchange(send, 60)
+
+    def _exchange(self, send: Callable[[http.client.HTTPConnection], None], timeout: float) -> tuple[int, Any]:
+        """`send` on a new connection, then (status, parsed JSON or None); status 0: no answer."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            send(connection)
             response = connection.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException):
