@@ -157,6 +157,9 @@ def parallel_options(extra: list[str]) -> list[str]:
     if any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in extra):
         return []
     workers = os.environ.get("FLIPSKETCH_TEST_WORKERS") or str(os.cpu_count() or 1)
+    if not workers.isdigit() or int(workers) < 1:
+        say(f"FLIPSKETCH_TEST_WORKERS={workers!r} is not a number of workers: set it to 1 or more, or unset it.")
+        sys.exit(2)
     return ["-n", workers, "--dist", "loadfile"]
 
 
@@ -175,6 +178,7 @@ def cmd_test(extra: list[str]) -> None:
     """Lint, type-check, run the suite in .venv (Blender 4.5 LTS), then the
     Blender tests again in .venv-bpy5 (Blender 5.3), against .venv's backend and
     one tiny model made for both runs; each run spread over the cores."""
+    parallel = parallel_options(extra)
     py = setup()
     py5 = setup_bpy5()
     run([py, "-m", "ruff", "check", ROOT], cwd=ROOT)
@@ -183,7 +187,6 @@ def cmd_test(extra: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="flipsketch-test-") as tmp:
         model = Path(tmp) / "tiny-model"
         run([py, "-m", "flipsketch.cli", "model", "create-tiny", model], cwd=ROOT)
-        parallel = parallel_options(extra)
         env = suite_environment(model, py, parallel)
         run([py, "-m", "pytest", "-q", "--durations=20", *parallel, *extra], cwd=ROOT, env=env)
         selected = [a for a in extra if not a.startswith("-") and Path(ROOT, a.split("::")[0]).suffix == ".py"]
