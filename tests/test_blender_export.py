@@ -49,13 +49,22 @@ def _set_curve_attribute(layer, name: str, kind: str, values: np.ndarray) -> Non
     attribute.data.foreach_set("value", values)
 
 
+def _material(ob, name: str, show_stroke: bool, show_fill: bool):
+    """A new Grease Pencil material in `ob`'s next slot; its style."""
+    material = bpy.data.materials.new(name)
+    bpy.data.materials.create_gpencil_data(material)
+    material.grease_pencil.show_stroke, material.grease_pencil.show_fill = show_stroke, show_fill
+    ob.data.materials.append(material)
+    return material.grease_pencil
+
+
 def _paint(layer, slots: list[int]) -> None:
     """The strokes of `layer` (frame 1) drawn with the materials in `slots`,
     showing line and fill as those materials' Stroke and Fill switches say:
     from Blender 5.1 each stroke says so itself (hide_stroke, fill_id), as 5.1
     turns the switches of a file from an earlier Blender into."""
     _set_curve_attribute(layer, "material_index", "INT", np.array(slots, np.int32))
-    if bpy.app.version >= (5, 1, 0):
+    if bpy.app.version >= (5, 1, 0):  # Blender's own boundary, independent of the add-on's STROKES_CHOOSE
         styles = [layer.id_data.materials[slot].grease_pencil for slot in slots]
         _set_curve_attribute(layer, "hide_stroke", "BOOLEAN", np.array([not style.show_stroke for style in styles]))
         fills = [k + 1 if style.show_fill else 0 for k, style in enumerate(styles)]
@@ -110,17 +119,10 @@ def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_ou
     line = {"points": [[0.2, 0.8], [0.8, 0.8]], "radius": [0.01, 0.01]}
     layer = _layer(ob, "Shapes", {"strokes": [*SQUARE["strokes"], line, BOX["strokes"][0]]})
     ob.data.layers["Lines"].hide = True
-    for name, show_stroke, show_fill, hide in (
-        ("Ink", True, False, False),
-        ("Guides", True, False, True),
-        ("Nothing", False, False, False),
-        ("Fill", False, True, False),
-    ):
-        material = bpy.data.materials.new(name)
-        bpy.data.materials.create_gpencil_data(material)
-        style = material.grease_pencil
-        style.show_stroke, style.show_fill, style.hide = show_stroke, show_fill, hide
-        ob.data.materials.append(material)
+    _material(ob, "Ink", show_stroke=True, show_fill=False)
+    _material(ob, "Guides", show_stroke=True, show_fill=False).hide = True
+    _material(ob, "Nothing", show_stroke=False, show_fill=False)
+    _material(ob, "Fill", show_stroke=False, show_fill=True)
     _paint(layer, [0, 1, 2, 3])
     sent = _export(ob)[0]
     assert len(sent) == 2  # the ink stroke and the filled box
@@ -137,19 +139,10 @@ def test_the_alpha_of_a_materials_colour_reaches_the_strokes_and_a_clear_one_sen
     layer = _layer(ob, "Shapes", {"strokes": [*SQUARE["strokes"], line, BOX["strokes"][0]]})
     ob.data.layers["Lines"].hide = True
     layer.opacity = 0.5
-    for name, show_stroke, show_fill, alpha in (
-        ("Faint ink", True, False, 0.25),
-        ("Clear ink", True, False, 0.0),  # drawn, but nothing shows
-        ("Ink over a clear fill", True, True, 0.0),  # the line shows; the fill's alpha is 0
-        ("Tinted fill", False, True, 0.6),
-    ):
-        material = bpy.data.materials.new(name)
-        bpy.data.materials.create_gpencil_data(material)
-        style = material.grease_pencil
-        style.show_stroke, style.show_fill = show_stroke, show_fill
-        style.color[3] = 0.25 if name == "Faint ink" else 0.0 if name == "Clear ink" else 1.0
-        style.fill_color[3] = alpha
-        ob.data.materials.append(material)
+    _material(ob, "Faint ink", show_stroke=True, show_fill=False).color[3] = 0.25
+    _material(ob, "Clear ink", show_stroke=True, show_fill=False).color[3] = 0.0  # drawn, but nothing shows
+    _material(ob, "Ink over a clear fill", show_stroke=True, show_fill=True).fill_color[3] = 0.0  # the line shows
+    _material(ob, "Tinted fill", show_stroke=False, show_fill=True).fill_color[3] = 0.6
     _paint(layer, [0, 1, 2, 3])
     sent = _export(ob)[0]
     assert [round(s["opacity"], 6) for s in sent] == [0.125, 0.5, 0.3]  # colour alpha x layer opacity 0.5
@@ -489,13 +482,6 @@ ROW = 32  # the line's row in a 64 px drawing
 def _box(x0: float, x1: float) -> dict:
     """A box around the line from x0 to x1 (square units), drawn with a fill-only material."""
     return {"strokes": [{"points": [[x0, 0.4], [x1, 0.4], [x1, 0.6], [x0, 0.6]], "radius": [0.01] * 4}]}
-
-
-def _material(ob, name: str, show_stroke: bool, show_fill: bool) -> None:
-    material = bpy.data.materials.new(name)
-    bpy.data.materials.create_gpencil_data(material)
-    material.grease_pencil.show_stroke, material.grease_pencil.show_fill = show_stroke, show_fill
-    ob.data.materials.append(material)
 
 
 def _matte(ob, name: str, x0: float, x1: float):
