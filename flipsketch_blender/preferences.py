@@ -88,7 +88,8 @@ class FLIPSKETCH_UL_loras(bpy.types.UIList):
 
 
 class FLIPSKETCH_OT_lora_add(bpy.types.Operator):
-    """Add a sketch-style LoRA (a folder written by `flipsketch train-lora`) to the list used by every new job"""
+    """Add a sketch-style LoRA to the list used by every new job: a folder written by Train LoRA or
+    `flipsketch train-lora`, or a single .safetensors file (kohya-ss, diffusers)"""
 
     bl_idname = "flipsketch.lora_add"
     bl_label = "Add LoRA"
@@ -98,14 +99,22 @@ class FLIPSKETCH_OT_lora_add(bpy.types.Operator):
         description="A LoRA's folder, as `flipsketch train-lora` or Train LoRA writes it",
         options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"},
     )
+    filepath: bpy.props.StringProperty(
+        name="LoRA file",
+        subtype="FILE_PATH",
+        description="A single-file LoRA (.safetensors); none chosen: the folder is the LoRA",
+        options={"SKIP_SAVE", "PATH_SUPPORTS_BLEND_RELATIVE"},
+    )
+    filter_glob: bpy.props.StringProperty(default="*.safetensors", options={"HIDDEN", "SKIP_SAVE"})
 
     def invoke(self, context, event):
-        context.window_manager.fileselect_add(self)  # pick the folder; execute runs when it is chosen
+        context.window_manager.fileselect_add(self)  # a file, or a folder; execute runs when it is chosen
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        if not addon_preferences(context).add_lora(self.directory):
-            self.report({"WARNING"}, f"The LoRA {self.directory} is in the list already.")
+        path = self.filepath if self.filepath.lower().endswith(".safetensors") else self.directory
+        if not addon_preferences(context).add_lora(path):
+            self.report({"WARNING"}, f"The LoRA {path} is in the list already.")
             return {"CANCELLED"}
         return {"FINISHED"}
 
@@ -210,7 +219,7 @@ class FLIPSKETCH_AP_preferences(bpy.types.AddonPreferences):
         ]
 
     def add_lora(self, path: str) -> bool:
-        """List a LoRA folder, enabled at weight 1; False when it is listed already."""
+        """List a LoRA (folder or .safetensors file), enabled at weight 1; False when it is listed already."""
 
         def same(folder: str) -> str:
             return os.path.normcase(os.path.normpath(os.path.expanduser(bpy.path.abspath(folder.strip()))))

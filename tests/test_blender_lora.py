@@ -200,8 +200,13 @@ def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
     bpy.ops.flipsketch.lora_add(directory=str(tmp_path / "off"))
     loras[-1].enabled = False
     bpy.ops.flipsketch.lora_add()  # no folder chosen yet
+    kohya = tmp_path / "styles" / "charcoal.safetensors"  # a single-file LoRA chosen in the browser
+    assert bpy.ops.flipsketch.lora_add(directory=str(kohya.parent) + "/", filepath=str(kohya)) == {"FINISHED"}
+    assert Path(loras[-1].path) == kohya
+    loras[-1].enabled = False
     listed = len(loras)
     assert bpy.ops.flipsketch.lora_add(directory=str(tmp_path / "ink") + "/") == {"CANCELLED"}  # listed already
+    assert bpy.ops.flipsketch.lora_add(directory=str(kohya.parent), filepath=str(kohya)) == {"CANCELLED"}
     assert len(loras) == listed and loras[0].weight == 0.75
     assert bpy.ops.flipsketch.animate() == {"FINISHED"}
     sent_loras = sent[-1]["params"]["loras"]
