@@ -31,7 +31,8 @@ from pathlib import Path
 from .bundled import client_library
 from .importer import prepare_results
 
-API_VERSION = 1
+API_VERSION = 2  # the newest backend API this add-on speaks (v2: drawings may carry layer masks)
+OLDEST_API = 1  # the oldest it accepts, for jobs that need nothing newer
 START_TIMEOUT_S = 180
 OFFLINE_ADVICE = (
     "Blender's online access is off, so FlipSketch downloads nothing: "
@@ -80,7 +81,9 @@ def offline_failure(message: str, online: bool) -> str:
     return f"{message} {OFFLINE_ADVICE} Or set the model to a downloaded model folder."
 
 
-def connect(settings: Settings, on_wait: Callable[[str], None] | None = None):
+def connect(
+    settings: Settings, on_wait: Callable[[str], None] | None = None, needs_api: int = OLDEST_API, needs_why: str = ""
+):
     """A client for a healthy server of our API version (starting one if
     managed). `on_wait(message)` is called while the managed server is busy."""
     client_module = client_library()
@@ -92,10 +95,16 @@ def connect(settings: Settings, on_wait: Callable[[str], None] | None = None):
         health = client.health()
     except client_module.ClientError as exc:
         raise BackendError(str(exc)) from None
-    if health.get("api") != API_VERSION:
+    api = health.get("api")
+    if not isinstance(api, int) or not OLDEST_API <= api <= API_VERSION:
         raise BackendError(
-            f"The backend speaks API v{health.get('api')}, this add-on v{API_VERSION}. "
+            f"The backend speaks API v{api}, this add-on v{OLDEST_API} to v{API_VERSION}. "
             "Update the backend with Install backend in the preferences."
+        )
+    if api < needs_api:
+        raise BackendError(
+            f"{needs_why} need a backend of API v{needs_api} or later, and this one speaks v{api}. Update it "
+            "(Install backend in the preferences; a remote server: its flipsketch), or do without them."
         )
     return client
 
@@ -203,6 +212,8 @@ class Task:
     submit: Callable  # (client) -> the server's answer {"id": …}; may raise
     finish: Callable  # (client, server job id, post) -> data of the "done" message (no bpy here)
     cancelled: str = ""  # what the job's row says when it was cancelled on the server
+    needs_api: int = OLDEST_API  # the oldest backend API that runs it
+    needs_why: str = ""  # what needs that API, for the error: "Layer masks"
 
 
 def _run_job(key: str, settings: Settings, task: Task) -> None:
@@ -215,7 +226,9 @@ def _run_job(key: str, settings: Settings, task: Task) -> None:
 
     try:
         post("state", state="connecting")
-        client = connect(settings, lambda message: post("state", state="connecting", message=message))
+        client = connect(
+            settings, lambda message: post("state", state="connecting", message=message), task.needs_api, task.needs_why
+        )
         if active["cancel"].is_set():
             post("state", state="cancelled", message="Cancelled before it was sent.")
             return
@@ -265,7 +278,11 @@ def start_job(
         client.download(job_id, out_dir)
         return {"prepared": prepare_results(out_dir, timing, append_to)}  # files only: bpy data waits for pump()
 
-    _start(key, settings, Task(submit=lambda client: client.submit(**request), finish=finish))
+    masks = bool((request.get("strokes") or {}).get("masks"))  # an API v1 backend would ignore them
+    task = Task(submit=lambda client: client.submit(**request), finish=finish)
+    if masks:
+        task.needs_api, task.needs_why = 2, "Layer masks in the drawing"
+    _start(key, settings, task)
 
 
 RESUME_HINT = "Tick Resume to continue it, or Overwrite to start over, or choose another name."

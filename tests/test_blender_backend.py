@@ -5,19 +5,22 @@ and the importer refuses run.json names that leave the result folder."""
 
 # ruff: noqa: F811  (the fixtures `addon` and `scene` are test_blender's, imported)
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import bpy
 import pytest
 
 from .conftest import ROOT
-from .test_blender import SQUARE, addon, scene  # noqa: F401
+from .test_blender import FAST, SQUARE, addon, preferences, scene  # noqa: F401
 
 sys.path.insert(0, str(ROOT / "examples"))
 from scene import add_camera, add_drawing, addon_module, pump_until_done
@@ -108,3 +111,76 @@ def test_importer_refuses_run_json_names_that_leave_the_result_folder(addon, tmp
     with pytest.raises(addon_module("bundled").client_library().ClientError, match="Refused the file name"):
         addon_module("importer").prepare_results(results, 1)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "results", "run.json"]
+
+
+class OlderBackend(http.server.BaseHTTPRequestHandler):
+    """A remote backend of API `api` (class attribute) that records the jobs submitted to it."""
+
+    api = 1
+    submitted: ClassVar[list[dict]] = []
+
+    def _answer(self, status: int, body: dict) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        self._answer(200, {"ok": True, "api": self.api, "worker": {"alive": True, "running": None}})
+
+    def do_POST(self) -> None:
+        self.submitted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self._answer(400, {"error": {"message": "stand-in: no jobs run here", "hint": ""}})
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _job_outcome(backend, key: str) -> dict:
+    """The job's last state message (failed or done), read off the add-on's queue."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        got, kind, data = backend.messages.get(timeout=deadline - time.time())
+        if got == key and (kind == "done" or data.get("state") in ("failed", "cancelled")):
+            return {"kind": kind, **data}
+    raise TimeoutError(key)
+
+
+@pytest.mark.parametrize(
+    ("api", "masked", "outcome"),
+    [
+        (1, True, "Layer masks in the drawing need a backend of API v2 or later, and this one speaks v1."),
+        (1, False, "stand-in: no jobs run here"),  # an older backend still runs drawings without masks
+        (2, True, "stand-in: no jobs run here"),
+        (99, False, "The backend speaks API v99, this add-on v1 to v2."),
+    ],
+)
+def test_layer_masks_are_never_sent_to_a_backend_that_would_ignore_them(
+    addon, scene, tmp_path: Path, api: int, masked: bool, outcome: str
+) -> None:
+    backend = addon_module("backend")
+    OlderBackend.api, OlderBackend.submitted = api, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OlderBackend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    strokes = {"schema": "flipsketch.strokes", "version": 1, "strokes": SQUARE["strokes"]}
+    if masked:
+        box = {"points": [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8]], "radius": [0.01] * 3, "fill": 1.0}
+        strokes = {**strokes, "mask_layers": [{"strokes": [box]}], "masks": [[{"layer": 0, "invert": False}]]}
+        strokes["strokes"] = [{**stroke, "mask": 0} for stroke in SQUARE["strokes"]]
+    try:
+        with preferences(addon, backend_mode="REMOTE", remote_url=f"http://127.0.0.1:{server.server_port}"):
+            settings = _settings()
+        request = {"params": {"prompt": "the plus spins", **FAST}, "strokes": strokes}
+        backend.start_job(f"api-{api}-{masked}", settings, request, tmp_path / "out", 2)
+        result = _job_outcome(backend, f"api-{api}-{masked}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["state"] == "failed" and result["message"].startswith(outcome), result
+    sent = "stand-in" in outcome
+    assert len(OlderBackend.submitted) == sent  # nothing reaches a backend that would ignore the masks
+    if sent:
+        assert OlderBackend.submitted[0]["strokes"] == strokes
+    assert not (tmp_path / "out").exists()
