@@ -11,7 +11,9 @@ process (each pytest-xdist worker) gets its own folder, and builds the
 extension zip once, into its own temporary folder.
 """
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ import pytest
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # xdist sets it before conftest is imported
 os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix=f"flipsketch-blender-user-{WORKER}-")
+atexit.register(shutil.rmtree, os.environ["BLENDER_USER_RESOURCES"], ignore_errors=True)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
