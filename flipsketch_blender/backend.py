@@ -33,6 +33,7 @@ from .importer import prepare_results
 
 API_VERSION = 2  # the newest backend API this add-on speaks (v2: drawings may carry layer masks)
 OLDEST_API = 1  # the oldest it accepts, for jobs that need nothing newer
+MASKS_API = 2  # the first that applies layer masks (older backends ignore them)
 START_TIMEOUT_S = 180
 OFFLINE_ADVICE = (
     "Blender's online access is off, so FlipSketch downloads nothing: "
@@ -278,10 +279,13 @@ def start_job(
         client.download(job_id, out_dir)
         return {"prepared": prepare_results(out_dir, timing, append_to)}  # files only: bpy data waits for pump()
 
-    masks = bool((request.get("strokes") or {}).get("masks"))  # an API v1 backend would ignore them
-    task = Task(submit=lambda client: client.submit(**request), finish=finish)
-    if masks:
-        task.needs_api, task.needs_why = 2, "Layer masks in the drawing"
+    masked = bool((request.get("strokes") or {}).get("masks"))
+    task = Task(
+        submit=lambda client: client.submit(**request),
+        finish=finish,
+        needs_api=MASKS_API if masked else OLDEST_API,
+        needs_why="Layer masks in the drawing",
+    )
     _start(key, settings, task)
 
 

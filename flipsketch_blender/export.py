@@ -137,9 +137,16 @@ def material_alphas(ob) -> tuple[np.ndarray, np.ndarray]:
             line.append(1.0)
             fill.append(0.0)
             continue
-        line.append(style.color[3] if not style.hide and (STROKES_CHOOSE or style.show_stroke) else 0.0)
+        line.append(line_alpha(style))
         fill.append(style.fill_color[3] if not style.hide and (STROKES_CHOOSE or style.show_fill) else 0.0)
     return np.array(line, float), np.array(fill, float)
+
+
+def line_alpha(style) -> float:
+    """0..1: how opaque a Grease Pencil material style (MaterialGPencilStyle)
+    draws lines: its colour's alpha, 0 when hidden or (before Blender 5.1)
+    when its Stroke switch is off."""
+    return style.color[3] if not style.hide and (STROKES_CHOOSE or style.show_stroke) else 0.0
 
 
 def uses_masks(layer) -> bool:

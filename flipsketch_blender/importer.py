@@ -13,7 +13,7 @@ import numpy as np
 from mathutils import Matrix
 
 from .bundled import client_library
-from .export import GENERATED_PREFIX, STROKES_CHOOSE, Placement, material_alphas
+from .export import GENERATED_PREFIX, STROKES_CHOOSE, Placement, line_alpha, material_alphas
 from .gpencil import write_strokes
 
 INK_MATERIAL = "FlipSketch Ink"
@@ -85,12 +85,12 @@ def _ink_material(ob) -> int:
     default stroke material: slot 0, nothing added."""
     if not ob.material_slots:
         return 0
-    line_alpha, _ = material_alphas(ob)
-    if (line_alpha > 0).any():
-        return int(np.argmax(line_alpha > 0))
+    lines, _ = material_alphas(ob)
+    if (lines > 0).any():
+        return int(np.argmax(lines > 0))
     material = bpy.data.materials.get(INK_MATERIAL)
     style = material.grease_pencil if material is not None else None
-    if style is None or style.hide or style.color[3] == 0 or not (STROKES_CHOOSE or style.show_stroke):
+    if style is None or line_alpha(style) == 0:
         material = bpy.data.materials.new(INK_MATERIAL)
         bpy.data.materials.create_gpencil_data(material)
         if not STROKES_CHOOSE:  # from 5.1 each stroke shows its line; the switch is deprecated
