@@ -196,7 +196,6 @@ def test_animate_sketch_round_trip(scene) -> None:
         assert np.abs(xy - expected).max() * 256 < 0.05  # pixels
     assert camera.name == job.camera_name
     assert bpy.data.texts[f"FlipSketch {job.key}.json"].as_string().startswith("{")
-    assert addon_module("runtime").pump_stats["longest_ms"] < 500
 
 
 def test_cancel_then_killed_backend_then_recovery(scene, addon) -> None:

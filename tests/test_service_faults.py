@@ -227,6 +227,28 @@ def test_token_comes_from_a_file_and_stays_off_the_command_line(configured: Serv
     assert result.returncode == 2 and "is empty" in result.stderr
 
 
+def test_a_client_connecting_before_the_server_serves_waits_and_is_answered() -> None:
+    """The ready file is written at the app's startup, before uvicorn serves the
+    socket: a client that connects at once must queue, not be refused."""
+    app = FastAPI()
+    app.get("/ping")(lambda: {"ok": True})
+    sock = listener.bind("127.0.0.1", 0)
+    early = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=10)
+    early.connect()  # nothing serves the socket yet
+    early.putrequest("GET", "/ping", skip_host=True)
+    early.putheader("Host", "127.0.0.1")
+    early.endheaders()
+    server = uvicorn.Server(uvicorn.Config(app, http=listener.TimedH11Protocol, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        assert early.getresponse().read() == b'{"ok":true}'
+    finally:
+        early.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def test_a_client_that_never_sends_its_request_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     """uvicorn with the server's protocol, a short head deadline, a trivial app."""
     monkeypatch.setattr(listener, "HEADER_TIMEOUT_S", 0.5)
@@ -247,9 +269,8 @@ def test_a_client_that_never_sends_its_request_is_dropped(monkeypatch: pytest.Mo
         kept = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         kept.request("GET", "/ping")
         assert kept.getresponse().read() == b'{"ok":true}'
-        started = time.perf_counter()
-        assert silent.recv(1) == b"" and slow.recv(1) == b""  # closed by the server
-        assert time.perf_counter() - started < 3
+        # closed by the server within the sockets' 5 s timeout, not after the 30 s keep-alive
+        assert silent.recv(1) == b"" and slow.recv(1) == b""
         time.sleep(1.0)  # a finished request's connection gets the same deadline for its next head
         with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
             kept.request("GET", "/ping")
@@ -272,6 +293,7 @@ def test_health_answers_while_large_drawings_are_parsed(server: Server) -> None:
             answers.append(raw(server, "POST", "/v1/jobs", json.dumps(body).encode()))
 
         thread = threading.Thread(target=submit)
+        submitted = time.perf_counter()
         thread.start()
         slowest = 0.0
         while thread.is_alive():
@@ -280,10 +302,14 @@ def test_health_answers_while_large_drawings_are_parsed(server: Server) -> None:
             slowest = max(slowest, time.perf_counter() - started)
             time.sleep(0.02)
         thread.join()
+        parse_s = time.perf_counter() - submitted
         status, answer = answers[0]
         assert status == 202, answer
         server.client.cancel(json.loads(answer)["id"])
-        assert slowest < 0.5  # before: 5 s for the PNG, ~20 s for the strokes
+        # Parsed on the event loop, health waited for the whole parse (5 s for the
+        # PNG, ~20 s for the strokes): a ratio against the same run's parse time
+        # holds on a slow or busy machine too.
+        assert slowest < max(0.5, parse_s / 4), (slowest, parse_s)
 
 
 def test_stroke_rasterising_cost_is_bounded() -> None:

@@ -22,11 +22,15 @@ from flipsketch.errors import FlipSketchError
 HEADER_TIMEOUT_S = 10.0  # from connecting (or the last response) to a complete request head
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 MAX_CONNECTIONS = 256  # uvicorn's limit_concurrency: more get 503
+BACKLOG = 2048  # uvicorn's default listen backlog
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (port 0: a free one), not yet listening.
+    """A TCP socket bound to host:port (port 0: a free one) and listening, so a
+    client that connects as soon as the ready file appears (written at the app's
+    startup, before uvicorn serves the socket) waits in the backlog instead of
+    being refused.
 
     POSIX: SO_REUSEADDR, so connections of a stopped server left in TIME_WAIT
     do not block a restart (a port with a live listener still refuses).
@@ -44,6 +48,7 @@ def bind(host: str, port: int) -> socket.socket:
             f"Cannot listen on {host}:{port}: {exc.strerror}.",
             "Another program uses that port: pick another --port, or --port 0 for a free one.",
         ) from None
+    sock.listen(BACKLOG)
     return sock
 
 
