@@ -31,9 +31,11 @@ from pathlib import Path
 from .bundled import client_library
 from .importer import prepare_results
 
-API_VERSION = 2  # the newest backend API this add-on speaks (v2: drawings may carry layer masks)
+API_VERSION = 3  # the newest backend API this add-on speaks (v3: strokes may carry colours and fills)
 OLDEST_API = 1  # the oldest it accepts, for jobs that need nothing newer
 MASKS_API = 2  # the first that applies layer masks (older backends ignore them)
+FILLS_API = 3  # the first that paints fills, gray lines and layer blend modes (older ones: black lines only)
+FILL_FIELDS = ("color", "fill", "fill_id")  # stroke fields of API v3 ("fill" in a mask layer is v2's)
 START_TIMEOUT_S = 180
 OFFLINE_ADVICE = (
     "Blender's online access is off, so FlipSketch downloads nothing: "
@@ -279,14 +281,27 @@ def start_job(
         client.download(job_id, out_dir)
         return {"prepared": prepare_results(out_dir, timing, append_to)}  # files only: bpy data waits for pump()
 
-    masked = bool((request.get("strokes") or {}).get("masks"))
-    task = Task(
-        submit=lambda client: client.submit(**request),
-        finish=finish,
-        needs_api=MASKS_API if masked else OLDEST_API,
-        needs_why="Layer masks in the drawing",
-    )
+    needs_api, needs_why = drawing_needs(request.get("strokes") or {})
+    task = Task(submit=lambda client: client.submit(**request), finish=finish, needs_api=needs_api, needs_why=needs_why)
     _start(key, settings, task)
+
+
+def drawing_needs(drawing: dict) -> tuple[int, str]:
+    """The oldest backend API that draws `drawing` (the stroke schema) as
+    Blender shows it, and what needs it (for the error): fills or gray lines
+    (a stroke with a FILL_FIELDS field, or a mask layer's stroke with a
+    fill_id) and layer blend modes ("layers") need FILLS_API, layer masks
+    MASKS_API."""
+    mask_strokes = [stroke for layer in drawing.get("mask_layers", []) for stroke in layer["strokes"]]
+    if any(name in stroke for stroke in drawing.get("strokes", []) for name in FILL_FIELDS) or any(
+        "fill_id" in stroke for stroke in mask_strokes
+    ):
+        return FILLS_API, "Fills and coloured lines in the drawing"
+    if drawing.get("layers"):
+        return FILLS_API, "Layer blend modes in the drawing"
+    if drawing.get("masks"):
+        return MASKS_API, "Layer masks in the drawing"
+    return OLDEST_API, ""
 
 
 RESUME_HINT = "Tick Resume to continue it, or Overwrite to start over, or choose another name."

@@ -10,11 +10,19 @@ nothing (material hidden or showing neither line nor fill, zero opacity from
 the Opacity modifier, the layer or the material's colour; before Blender 5.1
 the material's Stroke and Fill switches say what a stroke shows, from 5.1 the
 stroke's own hide_stroke and fill_id do). Closed strokes (Box, Circle tools)
-go out closed; a stroke that shows only its fill goes out as the closed
-outline of the region it fills. Point opacity is multiplied by the layer's
-opacity and the alpha of its material's colour (a fill's: the fill colour's
-alpha times the stroke's fill opacity; point opacity does not touch fills).
-The materials are the evaluated object's.
+go out closed. Point opacity is multiplied by the layer's opacity and the
+alpha of its material's colour (a fill's: the fill colour's alpha times the
+stroke's fill opacity; point opacity does not touch fills).
+
+Fills go out as fills and colours as grays, so the backend paints the
+strokes in order as Blender does and a later fill hides the lines under it.
+A line's colour is its material's, with the vertex paint colour and then the
+layer's tint mixed over it (Blender's shader); a fill's likewise with the
+stroke's fill colour; a holdout material shows the paper (white). The gray is
+the colour's Rec. 709 luminance, sRGB-encoded (the Standard view transform);
+a gradient or texture fill counts as its fill colour. From Blender 5.1,
+strokes sharing a fill_id fill one region with holes (even-odd), with the
+fill of the first of them. The materials are the evaluated object's.
 
 Layer masks are applied as Blender's Grease Pencil engine applies them: a
 layer with Use Masks on (and on in every layer group above it) is masked by
@@ -26,7 +34,11 @@ with its evaluated lines (point opacity; its layer opacity does not count)
 and fills (where its material shows fill; the stroke's fill opacity), through
 its own transform; its own masks do not apply to it. The mask layers' strokes
 and the masks go out with the drawing; the backend rasterises the coverage
-and multiplies the masked strokes by it. Not applied: layer blend modes.
+and multiplies the masked strokes by it.
+
+A layer whose blend mode is not Regular (Multiply, Add, Subtract, Divide,
+Hard Light) goes out with its mode: the backend paints its strokes apart and
+blends them onto what is under them by Blender's formulas (`sketch._blend`).
 
 The backend rasterises; Blender only projects. The placement (frame matrix
 and the drawing's plane) travels with the job, so the results are put back
@@ -77,11 +89,15 @@ class _Gathered:
 
     world: np.ndarray  # (N, 3)
     radius: np.ndarray  # (N,) world units
-    opacity: np.ndarray  # (N,) point opacity x layer opacity (a mask layer's: point opacity x line shown)
+    opacity: np.ndarray  # (N,) of the line: point opacity x line alpha x layer opacity (a mask layer's: no layer)
+    color: np.ndarray  # (N,) gray of the line there, 0..1
     counts: np.ndarray  # (S,) points per stroke
     closed: np.ndarray  # (S,) bool
-    fill: np.ndarray  # (S,) a mask layer's: opacity of the enclosed region (0: no fill)
+    fill: np.ndarray  # (S,) opacity of the enclosed region (0: no fill)
+    fill_color: np.ndarray  # (S,) its gray, 0..1
+    fill_id: np.ndarray  # (S,) strokes with the same number above 0 fill one region together
     mask: np.ndarray  # (S,) index of the stroke's mask in the schema's "masks" (-1: none)
+    layer: np.ndarray  # (S,) index of the stroke's layer in the schema's "layers" (-1: a Regular layer)
 
 
 @contextmanager
@@ -142,6 +158,36 @@ def material_alphas(ob) -> tuple[np.ndarray, np.ndarray]:
     return np.array(line, float), np.array(fill, float)
 
 
+def material_colors(ob) -> tuple[np.ndarray, np.ndarray]:
+    """Per material slot (at least one row: Blender's default material, a
+    black line): the scene-linear RGB of its line and of its fill, (M, 3) each;
+    NaN where the material is a holdout (it shows the paper)."""
+    line, fill = [], []
+    for slot in ob.material_slots:
+        style = slot.material.grease_pencil if slot.material is not None else None
+        if style is None:
+            line.append((0.0, 0.0, 0.0))
+            fill.append((0.0, 0.0, 0.0))
+            continue
+        line.append((np.nan,) * 3 if style.use_stroke_holdout else tuple(style.color[:3]))
+        fill.append((np.nan,) * 3 if style.use_fill_holdout else tuple(style.fill_color[:3]))
+    return np.array(line or [(0.0, 0.0, 0.0)], float), np.array(fill or [(0.0, 0.0, 0.0)], float)
+
+
+def display_gray(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) scene-linear RGB -> (...) gray 0..1 as the Standard view
+    transform shows it: Rec. 709 luminance, sRGB-encoded (IEC 61966-2-1).
+    NaN (a holdout) -> 1, the paper."""
+    y = np.clip(rgb @ np.array([0.2126, 0.7152, 0.0722]), 0.0, 1.0)
+    gray = np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1 / 2.4) - 0.055)
+    return np.where(np.isnan(gray), 1.0, gray)
+
+
+def _mixed(base: np.ndarray, over: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
+    """Blender's mix: base + (over - base) x factor (NaN, a holdout, stays NaN)."""
+    return base + (over - base) * np.asarray(factor)[..., None]
+
+
 def line_alpha(style) -> float:
     """0..1: how opaque a Grease Pencil material style (MaterialGPencilStyle)
     draws lines: its colour's alpha, 0 when hidden or (before Blender 5.1)
@@ -185,61 +231,102 @@ def _layers_to_send(ob, evaluated, active_layer_only: bool, only_layer) -> list:
     return [layer for layer in evaluated.layers if not is_hidden(layer) and not layer.name.startswith(GENERATED_PREFIX)]
 
 
+def _fill_groups(fill_id: np.ndarray, fill_alpha: np.ndarray, fill_gray: np.ndarray):
+    """Blender 5.1+: strokes sharing a fill_id fill one region, with the fill
+    of the first of them. -> (fill alpha, fill gray, group number: 1.. for a
+    group of two or more strokes, 0 for a stroke that fills alone), (S,) each."""
+    _, first, inverse, sizes = np.unique(fill_id, return_index=True, return_inverse=True, return_counts=True)
+    grouped = (fill_id != 0) & (sizes[inverse] > 1)
+    alpha = np.where(grouped, fill_alpha[first][inverse], fill_alpha)
+    gray = np.where(grouped, fill_gray[first][inverse], fill_gray)
+    return alpha, gray, np.where(grouped, inverse + 1, 0)
+
+
 def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) -> _Gathered | None:
     """The visible strokes of `layer` (evaluated) at `frame_number`, None when
-    it has none. A stroke shows its line where its points' opacity x its
-    material's line alpha (x the layer's opacity) is above 0 somewhere; else,
-    where its material fills, the closed outline of its region, as opaque as
-    the fill (fill alpha x the stroke's fill opacity); else it is left out.
-    The materials are the evaluated object's (Geometry Nodes may add some).
-    `as_mask`: as a mask layer covers (lines and fills; the layer's opacity
-    does not count)."""
+    it has none. A stroke's line shows where its points' opacity x its
+    material's line alpha (x the layer's opacity) is above 0; its fill, where
+    its material fills, as opaque as the fill (fill alpha x the stroke's fill
+    opacity, x the layer's opacity), from 3 points on; a stroke showing neither
+    is left out. The materials are the evaluated object's (Geometry Nodes may
+    add some). `as_mask`: as a mask layer covers (the layer's opacity does not
+    count)."""
     data = read_strokes(layer, frame_number)
     if data is None:
         return None
-    line, fill = material_alphas(ob.evaluated_get(depsgraph))
+    evaluated = ob.evaluated_get(depsgraph)
+    line, fill = material_alphas(evaluated)
+    line_rgb, fill_rgb = material_colors(evaluated)
     counts = np.diff(data.offsets)
     line_alpha, fill_alpha = np.ones(len(counts)), np.zeros(len(counts))
+    slot = np.clip(data.material, 0, len(line_rgb) - 1)
     if len(line):
-        slot = np.clip(data.material, 0, len(line) - 1)
         line_alpha, fill_alpha = line[slot], fill[slot] * data.fill_opacity
     if STROKES_CHOOSE:
         line_alpha = np.where(data.hide_stroke, 0.0, line_alpha)
         fill_alpha = np.where(data.fill_id != 0, fill_alpha, 0.0)
-    opacity = data.opacity * np.repeat(line_alpha, counts) * (1.0 if as_mask else layer.opacity)
+    layer_opacity = 1.0 if as_mask else layer.opacity
+    tint, tint_factor = np.array(layer.tint_color[:3], float), layer.tint_factor
+    color = _mixed(line_rgb[np.repeat(slot, counts)], data.vertex_color[:, :3], data.vertex_color[:, 3])
+    color = display_gray(_mixed(color, tint, tint_factor))
+    fill_gray = _mixed(fill_rgb[slot], data.fill_color[:, :3], data.fill_color[:, 3])
+    fill_gray = display_gray(_mixed(fill_gray, tint, tint_factor))
+    fill_id = np.zeros(len(counts), int)
+    if STROKES_CHOOSE:
+        fill_alpha, fill_gray, fill_id = _fill_groups(data.fill_id, fill_alpha, fill_gray)
+    opacity = data.opacity * np.repeat(line_alpha, counts) * layer_opacity
     drawn = counts > 0
     line_shown = np.zeros(len(counts), bool)
     line_shown[drawn] = np.maximum.reduceat(opacity, data.offsets[:-1][drawn]) > 0
-    closed = data.cyclic.copy()
-    if as_mask:
-        fill_opacity = np.where(counts >= 3, fill_alpha, 0.0)
-        keep = drawn & (line_shown | (fill_opacity > 0))
-    else:
-        fill_only = drawn & ~line_shown & (fill_alpha * layer.opacity > 0)
-        closed |= fill_only  # a fill-only stroke: the outline of its region, as opaque as its fill
-        opacity = np.where(np.repeat(fill_only, counts), np.repeat(fill_alpha * layer.opacity, counts), opacity)
-        keep, fill_opacity = line_shown | fill_only, np.zeros(len(counts))
+    fill_opacity = np.where(counts >= 3, fill_alpha * layer_opacity, 0.0)
+    keep = drawn & (line_shown | (fill_opacity > 0))
     points = np.repeat(keep, counts)
     matrix = layer_matrix(ob, layer, depsgraph)
     world = data.positions[points] @ matrix[:3, :3].T + matrix[:3, 3]
     scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3])))) or 1.0
-    mask = np.full(int(keep.sum()), -1)
-    radius = data.radius[points] * scale
-    return _Gathered(world, radius, opacity[points], counts[keep], closed[keep], fill_opacity[keep], mask)
+    return _Gathered(
+        world,
+        data.radius[points] * scale,
+        opacity[points],
+        color[points],
+        counts[keep],
+        data.cyclic[keep],
+        fill_opacity[keep],
+        fill_gray[keep],
+        fill_id[keep],
+        np.full(int(keep.sum()), -1),
+        np.full(int(keep.sum()), -1),
+    )
 
 
 def _concatenate(parts: list[_Gathered]) -> _Gathered:
+    """The parts' strokes one after the other; fill groups stay apart."""
+    base = 0
+    for part in parts:
+        part.fill_id = np.where(part.fill_id > 0, part.fill_id + base, 0)
+        base = max(base, int(part.fill_id.max(initial=0)))
     if not parts:
-        empty = np.zeros(0)
-        return _Gathered(np.zeros((0, 3)), empty, empty, np.zeros(0, int), np.zeros(0, bool), empty, np.zeros(0, int))
+        empty, none = np.zeros(0), np.zeros(0, int)
+        return _Gathered(np.zeros((0, 3)), empty, empty, empty, none, np.zeros(0, bool), empty, empty, none, none, none)
     return _Gathered(*[np.concatenate(column) for column in zip(*(vars(p).values() for p in parts), strict=True)])
 
 
-def _gather(ob, evaluated, layers: list, frame_number: int, depsgraph) -> tuple[_Gathered, list, list[list[dict]]]:
+@dataclass
+class _Layers:
+    """The layers' visible strokes and what the schema says of the layers:
+    the mask layers (evaluated) the masks use, the masks (layers with the
+    same masks share one) and the layers that blend other than Regular."""
+
+    gathered: _Gathered
+    mask_layers: list
+    masks: list[list[dict]]
+    blended: list[dict]
+
+
+def _gather(ob, evaluated, layers: list, frame_number: int, depsgraph) -> _Layers:
     """The visible strokes of `layers` (evaluated), a masked layer's tagged
-    with its mask; the mask layers (evaluated) the masks use; the masks in the
-    schema (layers with the same masks share one)."""
-    parts, keys = [], {}  # keys: mask entries -> mask index (dicts keep insertion order)
+    with its mask, a blended layer's with its entry in "layers"."""
+    parts, keys, blended = [], {}, []  # keys: mask entries -> mask index (dicts keep insertion order)
     for layer in layers:
         part = _read_layer(ob, layer, frame_number, depsgraph)
         if part is None:
@@ -247,10 +334,13 @@ def _gather(ob, evaluated, layers: list, frame_number: int, depsgraph) -> tuple[
         key = mask_entries(evaluated.layers, layer)
         if key:
             part.mask[:] = keys.setdefault(key, len(keys))
+        if layer.blend_mode != "REGULAR":
+            part.layer[:] = len(blended)
+            blended.append({"blend": layer.blend_mode})
         parts.append(part)
     used = sorted({index for key in keys for index, _ in key})
     masks = [[{"layer": used.index(index), "invert": invert} for index, invert in key] for key in keys]
-    return _concatenate(parts), [evaluated.layers[index] for index in used], masks
+    return _Layers(_concatenate(parts), [evaluated.layers[index] for index in used], masks, blended)
 
 
 def _anything_drawn(ob, frame_number: int) -> bool:
@@ -283,11 +373,14 @@ def _project(gathered: _Gathered, frame: Frame) -> tuple[np.ndarray, np.ndarray,
 
 def _strokes(gathered: _Gathered, xy: np.ndarray, radius: np.ndarray) -> list[dict]:
     """The schema's strokes: points, radius, opacity (the mean of the
-    points'), and "fill" or "mask" where the stroke has one."""
+    points'), and where the stroke has one: "color" (the mean of the points'
+    gray, when not black), "fill" with "fill_color", "fill_id", "mask", "layer"."""
     counts = gathered.counts
     if not len(counts):
         return []
-    opacity = (np.add.reduceat(gathered.opacity, np.r_[0, np.cumsum(counts)[:-1]]) / counts).tolist()
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    opacity = (np.add.reduceat(gathered.opacity, starts) / counts).tolist()
+    color = (np.add.reduceat(gathered.color, starts) / counts).round(6)
     order, offsets = _closed_order(counts, gathered.closed)
     points, radii = xy[order].round(6).tolist(), radius[order].round(6).tolist()
     bounds = offsets.tolist()
@@ -295,10 +388,17 @@ def _strokes(gathered: _Gathered, xy: np.ndarray, radius: np.ndarray) -> list[di
         {"points": points[a:b], "radius": radii[a:b], "opacity": o}
         for a, b, o in zip(bounds[:-1], bounds[1:], opacity, strict=True)
     ]
+    for index in np.flatnonzero(color > 0).tolist():
+        strokes[index]["color"] = float(color[index])
     for index in np.flatnonzero(gathered.fill > 0).tolist():
         strokes[index]["fill"] = round(float(gathered.fill[index]), 6)
+        strokes[index]["fill_color"] = round(float(gathered.fill_color[index]), 6)
+    for index in np.flatnonzero(gathered.fill_id > 0).tolist():
+        strokes[index]["fill_id"] = int(gathered.fill_id[index])
     for index in np.flatnonzero(gathered.mask >= 0).tolist():
         strokes[index]["mask"] = int(gathered.mask[index])
+    for index in np.flatnonzero(gathered.layer >= 0).tolist():
+        strokes[index]["layer"] = int(gathered.layer[index])
     return strokes
 
 
@@ -308,7 +408,8 @@ def export_drawing(
     """What Blender draws of `ob` at `frame_number` (see the module docstring),
     projected through `frame`: the stroke schema (points and radius in square
     units, 0..1; opacity 0..1 per stroke; "masks" and "mask_layers" when a sent
-    layer is masked) and the placement for the results.
+    layer is masked, "layers" when one blends other than Regular) and the
+    placement for the results.
     `active_layer_only` or `only_layer` (a layer of `ob`) send one layer, hidden
     or not (its masks applied). The scene is evaluated at `frame_number` and put back.
     Raises ExportError when nothing visible is drawn, or it is behind the camera
@@ -318,8 +419,9 @@ def export_drawing(
         depsgraph = bpy.context.evaluated_depsgraph_get()
         evaluated = ob.evaluated_get(depsgraph).data
         layers = _layers_to_send(ob, evaluated, active_layer_only, only_layer)
-        gathered, mask_layers, masks = _gather(ob, evaluated, layers, frame_number, depsgraph)
-        covers = [(layer.name, _read_layer(ob, layer, frame_number, depsgraph, as_mask=True)) for layer in mask_layers]
+        sent = _gather(ob, evaluated, layers, frame_number, depsgraph)
+        covers = [(m.name, _read_layer(ob, m, frame_number, depsgraph, as_mask=True)) for m in sent.mask_layers]
+    gathered = sent.gathered
     if not len(gathered.counts):
         if _anything_drawn(ob, frame_number):
             raise ExportError(
@@ -334,8 +436,11 @@ def export_drawing(
     if not ((np.abs(xy[:, 0] - 0.5) <= fw / 2) & (np.abs(xy[:, 1] - 0.5) <= fh / 2)).any():
         raise ExportError("The drawing is outside the camera frame. Frame it with the camera first.")
     drawing = {"schema": "flipsketch.strokes", "version": SCHEMA_VERSION, "strokes": _strokes(gathered, xy, radius)}
-    if masks:
-        drawing["masks"], drawing["mask_layers"] = masks, [_mask_layer(name, cover, frame) for name, cover in covers]
+    if sent.masks:
+        drawing["masks"] = sent.masks
+        drawing["mask_layers"] = [_mask_layer(name, cover, frame) for name, cover in covers]
+    if sent.blended:
+        drawing["layers"] = sent.blended
     placement = Placement(
         matrix=frame.matrix.tolist(),
         aspect=frame.aspect,

@@ -40,6 +40,8 @@ class Strokes:
     fill_opacity: np.ndarray  # (S,) 0..1: how opaque the region a stroke encloses is, where its material fills
     hide_stroke: np.ndarray  # (S,) bool: Blender 5.1+: the stroke shows no line (a fill's outline)
     fill_id: np.ndarray  # (S,) Blender 5.1+: the fill the stroke bounds (0: none)
+    vertex_color: np.ndarray  # (N, 4) linear RGB mixed over the material's line colour by A (vertex paint)
+    fill_color: np.ndarray  # (S, 4) linear RGB mixed over the material's fill colour by A
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         return np.split(values, self.offsets[1:-1])
@@ -51,6 +53,15 @@ def _read_attribute(drawing, name: str, count: int, default: float, dtype: npt.D
     if attribute is not None:
         attribute.data.foreach_get("value", values)
     return values
+
+
+def _read_colors(drawing, name: str, count: int) -> np.ndarray:
+    """(count, 4) RGBA of a colour attribute, zeros (nothing mixed in) when absent."""
+    attribute = drawing.attributes.get(name)
+    values = np.zeros(count * 4, np.float32)
+    if attribute is not None:
+        attribute.data.foreach_get("color", values)
+    return values.reshape(-1, 4)
 
 
 def read_strokes(layer, frame_number: int) -> Strokes | None:
@@ -79,6 +90,8 @@ def read_strokes(layer, frame_number: int) -> Strokes | None:
         _read_attribute(drawing, "fill_opacity", curves, 1.0),
         _read_attribute(drawing, "hide_stroke", curves, False, bool),
         _read_attribute(drawing, "fill_id", curves, 0, np.int32),
+        _read_colors(drawing, "vertex_color", count),
+        _read_colors(drawing, "fill_color", curves),
     )
 
 

@@ -149,38 +149,58 @@ def _job_outcome(backend, key: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("api", "masked", "outcome"),
+    ("api", "drawing", "outcome"),
     [
-        (1, True, "Layer masks in the drawing need a backend of API v2 or later, and this one speaks v1."),
-        (1, False, "stand-in: no jobs run here"),  # an older backend still runs drawings without masks
-        (2, True, "stand-in: no jobs run here"),
-        (99, False, "The backend speaks API v99, this add-on v1 to v2."),
+        (1, "masked", "Layer masks in the drawing need a backend of API v2 or later, and this one speaks v1."),
+        (1, "plain", "stand-in: no jobs run here"),  # an older backend still runs drawings of black lines
+        (2, "masked", "stand-in: no jobs run here"),
+        (
+            2,
+            "filled",
+            "Fills and coloured lines in the drawing need a backend of API v3 or later, and this one speaks v2.",
+        ),
+        (2, "gray", "Fills and coloured lines in the drawing need a backend of API v3 or later"),
+        (2, "holed mask", "Fills and coloured lines in the drawing need a backend of API v3 or later"),
+        (2, "blended", "Layer blend modes in the drawing need a backend of API v3 or later"),
+        (3, "filled", "stand-in: no jobs run here"),
+        (99, "plain", "The backend speaks API v99, this add-on v1 to v3."),
     ],
 )
-def test_layer_masks_are_never_sent_to_a_backend_that_would_ignore_them(
-    addon, scene, tmp_path: Path, api: int, masked: bool, outcome: str
+def test_drawings_are_never_sent_to_a_backend_that_would_draw_them_wrong(
+    addon, scene, tmp_path: Path, api: int, drawing: str, outcome: str
 ) -> None:
+    """Layer masks need API v2, fills and gray lines v3: an older backend
+    would ignore them and animate a different drawing."""
     backend = addon_module("backend")
     OlderBackend.api, OlderBackend.submitted = api, []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OlderBackend)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     strokes = {"schema": "flipsketch.strokes", "version": 1, "strokes": SQUARE["strokes"]}
-    if masked:
-        box = {"points": [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8]], "radius": [0.01] * 3, "fill": 1.0}
-        strokes = {**strokes, "mask_layers": [{"strokes": [box]}], "masks": [[{"layer": 0, "invert": False}]]}
+    box = {"points": [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8]], "radius": [0.01] * 3, "fill": 1.0}
+    if drawing in ("masked", "holed mask"):
+        mask_box = {**box, "fill_id": 1} if drawing == "holed mask" else box
+        strokes = {**strokes, "mask_layers": [{"strokes": [mask_box]}], "masks": [[{"layer": 0, "invert": False}]]}
         strokes["strokes"] = [{**stroke, "mask": 0} for stroke in SQUARE["strokes"]]
+    elif drawing == "filled":
+        strokes = {**strokes, "strokes": [*SQUARE["strokes"], {**box, "opacity": 0.0}]}
+    elif drawing == "blended":
+        strokes = {**strokes, "strokes": [{**stroke, "layer": 0} for stroke in SQUARE["strokes"]]}
+        strokes["layers"] = [{"blend": "MULTIPLY"}]
+    elif drawing == "gray":
+        strokes = {**strokes, "strokes": [{**stroke, "color": 0.5} for stroke in SQUARE["strokes"]]}
+    key = f"api-{api}-{drawing.replace(' ', '-')}"
     try:
         with preferences(addon, backend_mode="REMOTE", remote_url=f"http://127.0.0.1:{server.server_port}"):
             settings = _settings()
         request = {"params": {"prompt": "the plus spins", **FAST}, "strokes": strokes}
-        backend.start_job(f"api-{api}-{masked}", settings, request, tmp_path / "out", 2)
-        result = _job_outcome(backend, f"api-{api}-{masked}")
+        backend.start_job(key, settings, request, tmp_path / "out", 2)
+        result = _job_outcome(backend, key)
     finally:
         server.shutdown()
         server.server_close()
     assert result["state"] == "failed" and result["message"].startswith(outcome), result
     sent = "stand-in" in outcome
-    assert len(OlderBackend.submitted) == sent  # nothing reaches a backend that would ignore the masks
+    assert len(OlderBackend.submitted) == sent  # nothing reaches a backend that would draw it wrong
     if sent:
         assert OlderBackend.submitted[0]["strokes"] == strokes
     assert not (tmp_path / "out").exists()

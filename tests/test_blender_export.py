@@ -113,7 +113,7 @@ def test_hidden_layers_and_layer_groups_at_any_depth_are_not_sent(scene) -> None
     assert len(scene.flipsketch.jobs) == 0 and len(ob.data.layers) == 2  # no job, nothing changed
 
 
-def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_out_closed(scene) -> None:
+def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_out_as_a_fill(scene) -> None:
     add_camera()
     ob = add_drawing(SQUARE)
     line = {"points": [[0.2, 0.8], [0.8, 0.8]], "radius": [0.01, 0.01]}
@@ -127,9 +127,9 @@ def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_ou
     sent = _export(ob)[0]
     assert len(sent) == 2  # the ink stroke and the filled box
     assert np.allclose(sent[0]["points"], SQUARE["strokes"][0]["points"], atol=1e-4)
-    box = np.asarray(sent[1]["points"])
-    assert len(box) == 5 and np.array_equal(box[0], box[-1])  # a filled region shows its closed outline
-    assert np.allclose(box[:4], BOX["strokes"][0]["points"], atol=1e-4)
+    box = sent[1]
+    assert np.allclose(box["points"], BOX["strokes"][0]["points"], atol=1e-4)
+    assert box["opacity"] == 0.0 and box["fill"] == 1.0 and box["fill_color"] == 0.0  # a black region, no line
 
 
 def test_the_alpha_of_a_materials_colour_reaches_the_strokes_and_a_clear_one_sends_nothing(scene) -> None:
@@ -145,10 +145,10 @@ def test_the_alpha_of_a_materials_colour_reaches_the_strokes_and_a_clear_one_sen
     _material(ob, "Tinted fill", show_stroke=False, show_fill=True).fill_color[3] = 0.6
     _paint(layer, [0, 1, 2, 3])
     sent = _export(ob)[0]
-    assert [round(s["opacity"], 6) for s in sent] == [0.125, 0.5, 0.3]  # colour alpha x layer opacity 0.5
+    assert [round(s["opacity"], 6) for s in sent] == [0.125, 0.5, 0.0]  # colour alpha x layer opacity 0.5
+    assert [s.get("fill") for s in sent] == [None, None, 0.3]  # the fill's alpha x layer opacity; a clear one: none
     assert np.allclose(sent[0]["points"], SQUARE["strokes"][0]["points"], atol=1e-4)
     assert np.allclose(sent[1]["points"], line["points"], atol=1e-4)
-    assert len(sent[2]["points"]) == 5  # the tinted fill's closed outline, as opaque as the fill
 
 
 def test_from_blender_5_1_each_stroke_says_whether_it_shows_its_line_and_fill(scene) -> None:
@@ -163,9 +163,9 @@ def test_from_blender_5_1_each_stroke_says_whether_it_shows_its_line_and_fill(sc
     _set_curve_attribute(layer, "hide_stroke", "BOOLEAN", np.array([True]))  # the box: a fill without a line
     _set_curve_attribute(layer, "fill_id", "INT", np.array([1], np.int32))
     sent = _export(ob)[0]
-    if bpy.app.version >= (5, 1, 0):  # the plus's lines and the box's fill, as its closed outline
-        assert [len(s["points"]) for s in sent] == [2, 2, 5]
-        assert [round(s["opacity"], 6) for s in sent] == [1.0, 1.0, 0.6]
+    if bpy.app.version >= (5, 1, 0):  # the plus's lines and the box's fill
+        assert [len(s["points"]) for s in sent] == [2, 2, 4]
+        assert [round(s["opacity"], 6) for s in sent] == [1.0, 1.0, 0.0] and sent[2]["fill"] == 0.6
     else:  # the material's switches decide (lines on, fill off): the box is a line
         assert [len(s["points"]) for s in sent] == [2, 2, 4] and [s["opacity"] for s in sent] == [1.0, 1.0, 1.0]
 
@@ -305,7 +305,7 @@ def _opacity(**settings):
     return lambda ob: _modifier(ob, "OPACITY", **settings)
 
 
-SHADING = {  # name: (how it is set up, the opacity of each stroke sent: the plus's two lines, then the filled box)
+SHADING = {  # name: (its set-up, the opacity of what each stroke sent draws: the plus's two lines, the box's fill)
     "nothing": (lambda ob: None, [1.0, 1.0, 0.8]),
     "opacity, lines and fills": (_opacity(color_factor=0.3), [0.3, 0.3, 0.24]),
     "opacity, fills only": (_opacity(color_mode="FILL", color_factor=0.5), [1.0, 1.0, 0.4]),
@@ -336,7 +336,7 @@ def test_modifiers_that_shade_reach_the_opacity_and_leave_the_points_alone(scene
     setup(ob)
     bpy.context.view_layer.update()
     sent = _export(ob)[0]
-    assert [round(s["opacity"], 6) for s in sent] == opacity
+    assert [round(s.get("fill", s["opacity"]), 6) for s in sent] == opacity
     kept = plain[-len(sent) :] if len(sent) < len(plain) else plain  # a stroke left out is one of the plus's
     for stroke, before in zip(sent, kept, strict=True):
         assert stroke["points"] == before["points"] and stroke["radius"] == before["radius"]
@@ -484,9 +484,11 @@ def _box(x0: float, x1: float) -> dict:
     return {"strokes": [{"points": [[x0, 0.4], [x1, 0.4], [x1, 0.6], [x0, 0.6]], "radius": [0.01] * 4}]}
 
 
-def _matte(ob, name: str, x0: float, x1: float):
-    """A layer of one filled box (no line): what masks are drawn with."""
+def _matte(ob, name: str, x0: float, x1: float, opacity: float = 0.0):
+    """A layer of one filled box (no line): what masks are drawn with. At
+    opacity 0, as artists keep a mask layer: it masks but does not show."""
     layer = _layer(ob, name, _box(x0, x1))
+    layer.opacity = opacity
     if not ob.material_slots:  # slot 0 keeps drawing lines: the other layers' strokes use it
         _material(ob, "Ink", show_stroke=True, show_fill=False)
     slot = ob.material_slots.find("Matte")
@@ -535,7 +537,7 @@ def test_a_masked_layer_shows_only_inside_its_filled_mask_or_outside_an_inverted
     assert drawing["masks"] == [[{"layer": 0, "invert": False}]]
     (box,) = drawing["mask_layers"][0]["strokes"]
     assert box["fill"] == 1.0 and box["opacity"] == 0.0  # a fill-only material: the region covers, no line
-    assert [stroke.get("mask") for stroke in drawing["strokes"]] == [0, None]  # the line masked, the matte not
+    assert [stroke.get("mask") for stroke in drawing["strokes"]] == [0]  # the line masked; the matte not sent
     masked = _line_ink(ob)
     inside, left, right = _columns(0.4, 0.6), _columns(0.0, 0.4), _columns(0.6, 1.0)
     assert np.array_equal(masked[inside], plain[inside])  # all of the line inside the box
@@ -544,10 +546,12 @@ def test_a_masked_layer_shows_only_inside_its_filled_mask_or_outside_an_inverted
     inverted = _line_ink(ob)
     assert (inverted[inside] == 0).all()
     assert np.array_equal(inverted[left], plain[left]) and np.array_equal(inverted[right], plain[right])
-    matte.opacity, lines.opacity = 0.1, 0.5  # a mask layer's opacity does not weaken its mask; the layer's own does
+    lines.opacity = 0.5  # the masked layer's opacity weakens it
     entry.invert = False
     faint = _line_ink(ob)
     assert np.array_equal(faint[inside], np.ceil(plain[inside] * 0.5)) and (faint[left] == 0).all()
+    matte.opacity = 0.1  # the mask layer now shows a faint box over the line, and its mask is not weakened
+    assert (_line_ink(ob)[inside] > faint[inside]).all()  # weakened to 10 %, the line would nearly vanish
 
 
 def test_masks_unite_and_fold_in_layer_order_not_list_order(scene) -> None:
@@ -586,7 +590,7 @@ def test_hidden_or_switched_off_masks_are_ignored(scene) -> None:
     ob = add_drawing(LINE)
     lines = ob.data.layers["Lines"]
     plain = _line_ink(ob)
-    matte = _matte(ob, "Matte", 0.4, 0.6)
+    matte = _matte(ob, "Matte", 0.4, 0.6, opacity=1.0)  # it shows, as a black box
     entry = _add_mask(ob, lines, matte)
     outside = _columns(0.0, 0.4)
     assert (_line_ink(ob)[outside] == 0).all()  # masked
@@ -619,7 +623,7 @@ def test_hidden_or_switched_off_masks_are_ignored(scene) -> None:
     assert not unmasked()
     group.hide = True  # the masked layer itself hidden through its group: not sent, nor its masks
     drawing = _drawing(ob)
-    assert "masks" not in drawing and len(drawing["strokes"]) == 1  # the matte's outline only
+    assert "masks" not in drawing and len(drawing["strokes"]) == 1  # the matte's box only
     group.hide = False
     ob.data.materials["Matte"].grease_pencil.hide = True  # the mask layer draws nothing: the layer shows nowhere
     drawing = _drawing(ob)
@@ -654,3 +658,136 @@ def test_a_mask_layer_covers_where_blender_draws_it(scene) -> None:
     bpy.context.view_layer.update()
     with pytest.raises(addon_module("export").ExportError, match="'Matte' reaches more than 100 frame widths"):
         _drawing(ob)
+
+
+def _color_attribute(layer, name: str, domain: str, rgba: tuple[float, float, float, float]) -> None:
+    drawing = layer.get_frame_at(1).drawing
+    attribute = drawing.attributes.get(name) or drawing.attributes.new(name, "FLOAT_COLOR", domain)
+    attribute.data.foreach_set("color", np.tile(np.array(rgba, np.float32), len(attribute.data)))
+
+
+def _holdout(style, which: str) -> None:
+    setattr(style, f"use_{which}_holdout", True)
+
+
+GRAYS = {  # name: (how the box's line and fill are coloured, (line gray, fill gray) sent); sRGB of scene-linear
+    "black": (lambda ob, layer, style: None, (None, 0.0)),
+    "white": (
+        lambda ob, layer, style: (setattr(style, "color", (1, 1, 1, 1)), setattr(style, "fill_color", (1, 1, 1, 1))),
+        (1.0, 1.0),
+    ),
+    "18 % gray": (lambda ob, layer, style: setattr(style, "color", (0.18, 0.18, 0.18, 1)), (0.461356, 0.0)),
+    "vertex paint, half white": (
+        lambda ob, layer, style: _color_attribute(layer, "vertex_color", "POINT", (1, 1, 1, 0.5)),
+        (0.735357, 0.0),
+    ),
+    "fill colour, red": (
+        lambda ob, layer, style: _color_attribute(layer, "fill_color", "CURVE", (1, 0, 0, 1)),
+        (None, 0.49844),
+    ),
+    "layer tint, red": (
+        lambda ob, layer, style: (setattr(layer, "tint_color", (1, 0, 0)), setattr(layer, "tint_factor", 1.0)),
+        (0.49844, 0.49844),
+    ),
+    "Tint modifier, red": (
+        lambda ob, layer, style: _modifier(ob, "TINT", factor=1.0, color=(1.0, 0.0, 0.0)),
+        (0.49844, 0.49844),
+    ),
+    "holdout line": (lambda ob, layer, style: _holdout(style, "stroke"), (1.0, 0.0)),
+    "holdout fill": (lambda ob, layer, style: _holdout(style, "fill"), (None, 1.0)),
+}
+
+
+@pytest.mark.parametrize("case", GRAYS)
+def test_colours_go_out_as_the_grays_blender_shows(scene, case: str) -> None:
+    """The line's colour: the material's, vertex paint mixed over it, then the
+    layer tint; the fill's: the material's, the stroke's fill colour, the tint;
+    a holdout shows the paper. Gray = Rec. 709 luminance, sRGB-encoded."""
+    add_camera()
+    ob = add_drawing(BOX)
+    layer = ob.data.layers["Lines"]
+    style = _material(ob, "Ink and paint", show_stroke=True, show_fill=True)
+    _paint(layer, [len(ob.material_slots) - 1])
+    setup, (line, fill) = GRAYS[case]
+    setup(ob, layer, style)
+    bpy.context.view_layer.update()
+    (box,) = _export(ob)[0]
+    assert box.get("color") == (pytest.approx(line, abs=1e-5) if line is not None else None)
+    assert box["fill_color"] == pytest.approx(fill, abs=1e-5) and box["fill"] == 1.0
+
+
+def test_a_fill_hides_the_lines_under_it_and_not_those_above_it(scene) -> None:
+    add_camera()
+    ob = add_drawing(LINE)
+    plain = _line_ink(ob)
+    card = _layer(ob, "Card", _box(0.4, 0.6))  # above the line, a white card without a line
+    _material(ob, "Ink", show_stroke=True, show_fill=False)
+    _material(ob, "Paper", show_stroke=False, show_fill=True).fill_color = (1.0, 1.0, 1.0, 1.0)
+    _paint(card, [1])
+    inside, left = _columns(0.4, 0.6), _columns(0.0, 0.4)
+    ink = _line_ink(ob)
+    assert (ink[inside] == 0).all() and np.array_equal(ink[left], plain[left])  # the card hides the line
+    ob.data.layers.move(card, "DOWN")  # the card under the line
+    assert np.array_equal(_line_ink(ob), plain)
+    ob.data.layers.move(card, "UP")
+    card.opacity = 0.5  # a half-transparent card lets half of the line through
+    assert np.abs(_line_ink(ob)[inside] - np.ceil(plain[inside] * 0.5)).max() <= 1
+
+
+def test_strokes_sharing_a_fill_id_fill_one_region_with_a_hole_from_blender_5_1(scene) -> None:
+    add_camera()
+    ob = add_drawing(LINE)
+    rings = {"strokes": [_box(0.2, 0.8)["strokes"][0], _box(0.4, 0.6)["strokes"][0]]}
+    rings["strokes"][0]["points"] = [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8], [0.2, 0.8]]
+    layer = _layer(ob, "Ring", rings)
+    ob.data.layers["Lines"].hide = True
+    _material(ob, "Fill", show_stroke=False, show_fill=True)
+    slot = len(ob.material_slots) - 1
+    _set_curve_attribute(layer, "material_index", "INT", np.array([slot, slot], np.int32))
+    if bpy.app.version >= (5, 1, 0):
+        _set_curve_attribute(layer, "hide_stroke", "BOOLEAN", np.array([True, True]))
+    _set_curve_attribute(layer, "fill_id", "INT", np.array([3, 3], np.int32))  # one fill, as Blender 5.1+ makes holes
+    drawing = _drawing(ob)
+    image = np.asarray(rasterize_strokes(drawing, 64, 64)).astype(int)
+    assert image[ROW, 16] == 0  # the ring
+    if bpy.app.version >= (5, 1, 0):  # one region: the inner outline cuts a hole
+        assert [s["fill_id"] for s in drawing["strokes"]] == [1, 1] and image[ROW, 32] == 255
+    else:  # no fill_id before 5.1: each stroke fills its own region
+        assert all("fill_id" not in s for s in drawing["strokes"]) and image[ROW, 32] == 0
+
+
+BLENDED = {  # a layer's blend mode: the gray it leaves where a 50 % gray card of that layer lies over gray g
+    "REGULAR": lambda g: 0.5,  # over: the card hides what is under it
+    "MULTIPLY": lambda g: g * 0.5,
+    "ADD": lambda g: min(g + 0.5, 1.0),
+    "SUBTRACT": lambda g: max(g - 0.5, 0.0),
+    "DIVIDE": lambda g: min(g / 0.5, 1.0),
+    "HARDLIGHT": lambda g: g,  # hard light of 0.5: 2 x 0.5 x g
+}
+
+
+@pytest.mark.parametrize("blend", BLENDED)
+def test_a_layers_blend_mode_goes_out_and_blends_as_blender_does(scene, blend: str) -> None:
+    add_camera()
+    ob = add_drawing({"strokes": [{**LINE["strokes"][0], "radius": [0.05, 0.05]}]})  # black from row 29 to 35
+    card = _layer(ob, "Card", _box(0.4, 0.6))  # above the line: a gray card without a line
+    _material(ob, "Ink", show_stroke=True, show_fill=False)
+    gray = _material(ob, "Gray", show_stroke=False, show_fill=True)
+    gray.fill_color = (0.214041, 0.214041, 0.214041, 1.0)  # scene-linear for an sRGB gray of 0.5
+    _paint(card, [1])
+    card.hide = True
+    plain = np.asarray(rasterize_strokes(_drawing(ob), 64, 64)).astype(float) / 255
+    card.hide, card.blend_mode = False, blend
+    drawing = _drawing(ob)
+    if blend == "REGULAR":  # a Regular layer needs nothing more, so any backend draws it
+        assert "layers" not in drawing and all("layer" not in s for s in drawing["strokes"])
+    else:
+        assert drawing["layers"] == [{"blend": blend}] and [s.get("layer") for s in drawing["strokes"]] == [None, 0]
+    image = np.asarray(rasterize_strokes(drawing, 64, 64)).astype(float) / 255
+    inside = _columns(0.4, 0.6)
+    assert plain[ROW, inside].max() == 0 and plain[ROW - 5, inside].min() == 1
+    for row in (ROW, ROW - 5):  # the line under the card, the paper under the card
+        expected = np.array([BLENDED[blend](g) for g in plain[row, inside]])
+        assert np.abs(image[row, inside] - expected).max() <= 1.5 / 255, (row, image[row, inside], expected)
+    outside = _columns(0.0, 0.4)
+    assert np.array_equal(image[:, outside], plain[:, outside])  # beside the card nothing changes

@@ -133,6 +133,128 @@ def test_bad_strokes_get_specific_errors(data: dict, message: str) -> None:
         rasterize_strokes(data, 64, 64)
 
 
+def _square(x0: float, y0: float, x1: float, y1: float, **fields) -> dict:
+    return {"points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], "cyclic": True, **fields}
+
+
+def _gray_of(data: dict, at: tuple[int, int] = (32, 32)) -> int:
+    return int(np.asarray(rasterize_strokes(data, 64, 64))[at])
+
+
+def _gray(*items: dict, at: tuple[int, int] = (32, 32)) -> int:
+    return _gray_of(strokes(*items), at)
+
+
+ACROSS = {"points": [[0.1, 0.5], [0.9, 0.5]], "radius": 0.05}  # a black line through the middle
+
+
+def test_strokes_are_painted_in_order_fill_then_line_and_a_later_fill_hides_what_is_under_it() -> None:
+    white_card = _square(0.25, 0.25, 0.75, 0.75, opacity=0.0, fill=1.0, fill_color=1.0)
+    assert _gray(ACROSS) == 0
+    assert _gray(ACROSS, white_card) == 255  # the card, drawn later, hides the line
+    assert _gray(ACROSS, white_card, at=(32, 10)) == 0  # outside the card the line shows
+    assert _gray(white_card, ACROSS) == 0  # drawn before: the line is on top
+    gray_card = {**white_card, "fill_color": 0.5, "opacity": 1.0, "radius": 0.03}
+    assert _gray(gray_card) == 127 and _gray(gray_card, at=(16, 32)) == 0  # its fill, then its own line
+    assert _gray({**ACROSS, "color": 0.5}) == 127  # a gray line
+    assert _gray(gray_card, {**ACROSS, "color": 1.0}) == 255  # paper over a fill: a holdout material
+
+
+def test_overlapping_translucent_strokes_compose_like_blender() -> None:
+    """Blender blends each stroke over what is under it: two half-opaque
+    black lines leave a quarter of the paper (gray 63), not half of it."""
+    half = {**ACROSS, "opacity": 0.5}
+    assert _gray(half) == 127 and _gray(half, half) == 63
+
+
+def test_strokes_sharing_a_fill_id_fill_one_region_with_holes() -> None:
+    outer = _square(0.1, 0.1, 0.9, 0.9, opacity=0.0, fill=1.0, fill_id=7)
+    inner = _square(0.3, 0.3, 0.7, 0.7, opacity=0.0, fill=0.2, fill_id=7)  # its own fill does not count
+    assert _gray(outer, inner, at=(32, 32)) == 255 and _gray(outer, inner, at=(12, 32)) == 0  # a hole, a rim
+    assert _gray(outer, {**inner, "fill_id": 0, "fill": 1.0}) == 0  # apart: the inner square fills too
+    assert _gray(outer, {**inner, "fill_id": 8}, at=(12, 32)) == 0  # another group: the rim is filled
+    third = _square(0.4, 0.4, 0.6, 0.6, opacity=0.0, fill_id=7)
+    assert _gray(outer, inner, third) == 0  # even-odd: an island inside the hole is filled
+
+
+def test_a_mask_with_a_hole_reveals_its_rim_only() -> None:
+    data = strokes({**EVERYWHERE, "mask": 0})
+    rim = [
+        _square(0.1, 0.1, 0.9, 0.9, opacity=0.0, fill=1.0, fill_id=1),
+        _square(0.3, 0.3, 0.7, 0.7, opacity=0.0, fill_id=1),
+    ]
+    data["mask_layers"], data["masks"] = [{"strokes": rim}], [[{"layer": 0, "invert": False}]]
+    image = np.asarray(rasterize_strokes(data, 64, 64))
+    assert image[32, 32] == 255 and image[12, 32] == 0 and image[2, 2] == 255  # hole, rim, outside
+
+
+GRAY_CARD = _square(0.25, 0.25, 0.75, 0.75, opacity=0.0, fill=1.0, fill_color=0.5)
+# name: (the gray card's layer blend mode, the gray on the black line, on the paper); line under the card
+BLENDS = {
+    "REGULAR": (127, 127),  # over: the card hides the line
+    "MULTIPLY": (0, 127),  # 0 x 0.5, 1 x 0.5
+    "ADD": (127, 255),  # 0 + 0.5, 1 + 0.5 clamped
+    "SUBTRACT": (0, 127),  # 0 - 0.5 clamped, 1 - 0.5
+    "DIVIDE": (0, 255),  # 0 / 0.5, 1 / 0.5 clamped
+    "HARDLIGHT": (0, 255),  # source 0.5: 2 x 0.5 x g
+}
+
+
+@pytest.mark.parametrize("blend", BLENDS)
+def test_layer_blend_modes_blend_a_layer_as_blender_does(blend: str) -> None:
+    data = {**strokes(ACROSS, {**GRAY_CARD, "layer": 0}), "layers": [{"blend": blend}]}
+    image = np.asarray(rasterize_strokes(data, 64, 64))
+    assert (int(image[32, 32]), int(image[20, 32])) == BLENDS[blend]
+    assert image[32, 10] == 0 and image[5, 5] == 255  # the line and the paper outside the card are untouched
+
+
+def test_a_layer_is_painted_over_itself_before_it_is_blended() -> None:
+    """Two overlapping half-opaque black strokes of one Multiply layer make
+    one layer of alpha 0.75 (over each other), multiplied once; strokes of two
+    layers, of the same mode, are blended one after the other."""
+    half = {**ACROSS, "opacity": 0.5}
+    one = {**strokes({**half, "layer": 0}, {**half, "layer": 0}), "layers": [{"blend": "MULTIPLY"}]}
+    assert _gray_of(one) == 63  # 1 x (1 - 0.75)
+    two = {**strokes({**half, "layer": 0}, {**half, "layer": 1}), "layers": [{"blend": "MULTIPLY"}] * 2}
+    assert _gray_of(two) == 63  # 1 x 0.5 x 0.5
+    dodge = {**strokes(ACROSS, {**half, "color": 1.0, "layer": 0}), "layers": [{"blend": "ADD"}]}
+    assert _gray_of(dodge) == 63  # Blender adds the premultiplied white (0.5) x alpha (0.5) to the black line
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"layers": {}}, "layers", "must be a list"),
+        ({"layers": [{"blend": "SCREEN"}]}, "layers[0].blend", "'SCREEN', not a Grease Pencil blend mode"),
+        ({"layers": ["MULTIPLY"]}, "layers[0].blend", "is None"),
+        ({"layer": 1}, "strokes[0].layer", "'layer' is 1, not the index of one of 1 layers"),
+        ({"layer": True}, "strokes[0].layer", "'layer' is True"),
+    ],
+)
+def test_bad_layers_get_errors_naming_the_field(change: dict, field: str, message: str) -> None:
+    data = {**strokes({**ACROSS, "layer": change.pop("layer", 0)}), "layers": [{"blend": "MULTIPLY"}], **change}
+    with pytest.raises(FieldError, match=message) as info:
+        rasterize_strokes(data, 64, 64)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("stroke", "field", "message"),
+    [
+        ({**ACROSS, "color": 1.5}, "strokes[0].color", "0..1"),
+        ({**ACROSS, "fill": [0.5]}, "strokes[0].fill", "one number"),
+        ({**ACROSS, "fill_color": "white"}, "strokes[0].fill_color", "hold numbers"),
+        ({**ACROSS, "fill_id": -1}, "strokes[0].fill_id", "is -1, not a whole number"),
+        ({**ACROSS, "fill_id": 1.5}, "strokes[0].fill_id", "is 1.5"),
+        ({**ACROSS, "fill_id": True}, "strokes[0].fill_id", "is True"),
+    ],
+)
+def test_bad_colours_and_fills_get_errors_naming_the_field(stroke: dict, field: str, message: str) -> None:
+    with pytest.raises(FieldError, match=message) as info:
+        rasterize_strokes(strokes(stroke), 64, 64)
+    assert info.value.field == field
+
+
 EVERYWHERE = {"points": [[-0.5, 0.5], [1.5, 0.5]], "radius": 0.5}  # ink over the whole frame
 
 
@@ -211,12 +333,15 @@ def test_bad_masks_get_errors_naming_the_field(change: dict, field: str, message
     assert info.value.field == field
 
 
-def test_mask_layers_count_once_per_use_in_the_point_limit() -> None:
+def test_mask_layers_count_once_per_run_of_masked_strokes_in_the_point_limit() -> None:
     corners = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]] + [[0.0, 1.0]] * (MAX_STROKE_POINTS // 2 - 2)
     heavy = {"strokes": [{"points": corners, "fill": 1.0}]}
-    data = {**strokes({**EVERYWHERE, "mask": 0}), "mask_layers": [heavy], "masks": [[{"layer": 0}]]}
-    rasterize_strokes(data, 16, 16)  # once: within the limit
+    two = strokes({**EVERYWHERE, "mask": 0}, {**EVERYWHERE, "mask": 0})
+    data = {**two, "mask_layers": [heavy], "masks": [[{"layer": 0}]]}
+    rasterize_strokes(data, 16, 16)  # one run of strokes under the mask: its coverage is made once
     data["masks"] = [[{"layer": 0}], [{"layer": 0}]]
+    rasterize_strokes(data, 16, 16)  # a mask no stroke uses costs nothing
+    data["strokes"][1]["mask"] = 1  # two runs: the heavy layer is folded twice
     with pytest.raises(FieldError, match="over 250000 points") as info:
         rasterize_strokes(data, 16, 16)
     assert info.value.field == "masks[1]"

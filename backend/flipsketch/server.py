@@ -48,7 +48,7 @@ from flipsketch.params import MAX_FRAMES, QUALITY_PRESETS, QUALITY_TIME_RATIOS, 
 from flipsketch.sketch import prepare_image, prepare_reference, rasterize_strokes
 from flipsketch.validation import FieldError, Roots, check_tree, model_source, parse_json
 
-API_VERSION = 2  # v2: a drawing's strokes may carry layer masks ("masks", "mask_layers")
+API_VERSION = 3  # v2: a drawing's strokes may carry layer masks ("masks", "mask_layers"); v3: colours and fills
 MAX_BODY_BYTES = 32 * 2**20  # a 4096² PNG in base64 fits comfortably
 BODY_TIMEOUT_S = 120.0  # to receive a whole request body once its head has arrived
 # Requests decoded at once (each may hold a large image). Waiting for a slot

@@ -26,15 +26,33 @@ fraction of the frame width (a number, or one per point); opacity is 0..1.
 Optional per stroke: "cyclic": true (a closed stroke, its last point joins the
 first) and "id" (traced strokes: the same line keeps its id across a clip).
 
+Colour and fills, optional per stroke (API v3), as Grease Pencil draws them:
+"color" is the gray of the line (0 black, the default, .. 1 white: paper, as a
+holdout material shows it); "fill" 0..1 is the opacity of the region the points
+enclose (0, the default: not filled; "opacity" 0 draws no line, so a fill-only
+stroke is "opacity": 0 with a "fill") and "fill_color" its gray (default 0);
+strokes with the same "fill_id" (an integer above 0) fill one region together,
+by the even-odd rule, so inner outlines cut holes (Blender 5.1+ fills), with
+the "fill" and "fill_color" of the first of them. The strokes are painted in
+order, each one's fill and then its line, over white paper ("over"
+compositing: gray' = gray + (colour - gray) x alpha, alpha = coverage x
+opacity), so a later fill hides the lines under it as it does in Blender.
+Grays are display values and blend as such (as 2D paint programs do).
+
+Layer blend modes, optional (API v3): "layers" lists [{"blend": mode}, ...]
+and a stroke with "layer": k belongs to layer k. A run of consecutive strokes
+of one layer is painted over itself first and then blended onto what is under
+it with the layer's mode, one of BLEND_MODES, by Blender's formulas
+(`_blend`); "REGULAR" is plain "over".
+
 Layer masks (Grease Pencil's), optional: a stroke with "mask": i shows only
 where mask i covers. "mask_layers" lists the strokes of the layers that mask
 ([{"strokes": [...]}, ...]; their points may lie up to MASK_REACH frame sizes
-outside the frame, and a stroke may carry "fill": 0..1, the opacity of the
-region its points enclose; "opacity" 0 draws no line). "masks" lists, per mask,
-the mask layers folded in order ([[{"layer": k, "invert": false}, ...], ...]):
-plain ones add up, inverted ones cut away, exactly as Blender's engine does
-(`_mask_coverage`). The mask layers are not drawn by themselves: a mask layer
-that shows is also among "strokes".
+outside the frame; "fill", "fill_id" and "opacity" as above; their gray does
+not matter). "masks" lists, per mask, the mask layers folded in order
+([[{"layer": k, "invert": false}, ...], ...]): plain ones add up, inverted ones
+cut away, exactly as Blender's engine does (`_mask_coverage`). The mask layers
+are not drawn by themselves: a mask layer that shows is also among "strokes".
 """
 
 from __future__ import annotations
@@ -42,6 +60,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +84,10 @@ MAX_RADIUS = 0.5  # of the frame width
 MASK_REACH = 100.0  # frame sizes a mask layer's points may lie past the frame
 MAX_MASK_LAYERS = 256  # Blender's limit too (GP_MAX_MASKBITS): later layers cannot mask
 MAX_MASK_USES = 256  # mask layer uses over all masks: bounds the full-canvas folding work
+MAX_FILL_ID = 2**31 - 1  # Blender's fill_id is a 32-bit integer
+BLEND_MODES = ("REGULAR", "MULTIPLY", "ADD", "SUBTRACT", "DIVIDE", "HARDLIGHT")  # Grease Pencil's layer blend modes
+MAX_LAYERS = 1024  # entries of "layers"
+MAX_BLEND_RUNS = 256  # runs of strokes blended as a layer: bounds the full-canvas blending work
 SHADING_SIDE = 256  # polarity is judged against a median paper at this size (pixels, longer side)
 SHADING_WINDOW = 8  # shading window: 1/8 of the longer side; wider strokes count as paper shading
 INK_CONTRAST = 0.15  # ink is at least 15 % darker than the paper around it
@@ -308,20 +331,34 @@ def _numbers(index: int, name: str, value: Any, low: float, high: float, where: 
 @dataclass
 class _Stroke:
     """A parsed stroke: points (N, 2) in frame widths/heights (closed strokes
-    end on their first point), radii (N,) in frame widths, opacity 0..1, and
-    the index of its mask in "masks" (-1: none); a mask layer's stroke: the
-    opacity of the region it encloses (0: not filled)."""
+    end on their first point), radii (N,) in frame widths, its line's opacity
+    and gray (0..1), the opacity and gray of the region it encloses (fill 0:
+    not filled), its fill group (0: it fills alone) and the index of its mask
+    in "masks" (-1: none)."""
 
     points: np.ndarray
     radius: np.ndarray
     opacity: float
-    mask: int = -1
+    color: float = 0.0
     fill: float = 0.0
+    fill_color: float = 0.0
+    fill_id: int = 0
+    mask: int = -1
+    layer: int = -1
+
+
+def _fraction(index: int, stroke: dict, name: str, where: str) -> float:
+    """The stroke's optional one number 0..1 `name` (0 when absent)."""
+    value = _numbers(index, name, stroke.get(name, 0.0), 0.0, 1.0, where)
+    if value.ndim:
+        raise _stroke_error(index, f"'{name}' must be one number", name, where)
+    return float(value)
 
 
 def _parse_stroke(index: int, stroke: Any, where: str = "strokes", reach: float = 1.0) -> _Stroke:
     """Points may leave the frame by up to `reach` frame sizes (1 for the
-    drawing: -1..2); a radius is at most MAX_RADIUS."""
+    drawing: -1..2; MASK_REACH for a mask layer: a large shape that cuts only
+    what lies inside it); a radius is at most MAX_RADIUS."""
     if not isinstance(stroke, dict) or "points" not in stroke:
         raise _stroke_error(index, "must be an object with 'points'", where=where)
     points = _numbers(index, "points", stroke["points"], -reach, 1.0 + reach, where)
@@ -333,22 +370,21 @@ def _parse_stroke(index: int, stroke: Any, where: str = "strokes", reach: float 
     opacity = _numbers(index, "opacity", stroke.get("opacity", 1.0), 0.0, 1.0, where)
     if opacity.ndim:
         raise _stroke_error(index, "'opacity' must be one number", "opacity", where)
+    fill_id = stroke.get("fill_id", 0)
+    if isinstance(fill_id, bool) or not isinstance(fill_id, int) or not 0 <= fill_id <= MAX_FILL_ID:
+        raise _stroke_error(index, f"'fill_id' is {fill_id!r}, not a whole number 0..{MAX_FILL_ID}", "fill_id", where)
     radius = np.broadcast_to(radius, (len(points),))
     if stroke.get("cyclic") is True and len(points) > 2:  # a closed stroke: its last point joins the first
         points, radius = np.vstack([points, points[:1]]), np.r_[radius, radius[:1]]
-    return _Stroke(points, radius, float(opacity))
-
-
-def _parse_mask_stroke(index: int, stroke: Any, where: str) -> _Stroke:
-    """A stroke of a mask layer: may reach MASK_REACH frame sizes past the
-    frame (a large shape that cuts only what lies inside it); "fill" (0..1)."""
-    parsed = _parse_stroke(index, stroke, where, MASK_REACH)
-    if "fill" in stroke:
-        fill = _numbers(index, "fill", stroke["fill"], 0.0, 1.0, where)
-        if fill.ndim:
-            raise _stroke_error(index, "'fill' must be one number", "fill", where)
-        parsed.fill = float(fill)
-    return parsed
+    return _Stroke(
+        points,
+        radius,
+        float(opacity),
+        color=_fraction(index, stroke, "color", where),
+        fill=_fraction(index, stroke, "fill", where),
+        fill_color=_fraction(index, stroke, "fill_color", where),
+        fill_id=fill_id,
+    )
 
 
 def _mask_error(field: str, problem: str) -> FieldError:
@@ -367,7 +403,7 @@ def _parse_masks(data: dict[str, Any]) -> tuple[list[list[_Stroke]], list[list[t
         if not isinstance(layer, dict) or not isinstance(layer.get("strokes"), list):
             raise _mask_error(f"mask_layers[{k}]", "must be an object with a 'strokes' list")
         where = f"mask_layers[{k}].strokes"
-        layers.append([_parse_mask_stroke(j, stroke, where) for j, stroke in enumerate(layer["strokes"])])
+        layers.append([_parse_stroke(j, stroke, where, MASK_REACH) for j, stroke in enumerate(layer["strokes"])])
     if not isinstance(masks_data, list):
         raise _mask_error("masks", "must be a list of masks")
     masks, uses = [], 0
@@ -390,6 +426,38 @@ def _parse_masks(data: dict[str, Any]) -> tuple[list[list[_Stroke]], list[list[t
             entries.append((layer, invert))
         masks.append(entries)
     return layers, masks
+
+
+def _parse_layers(data: dict[str, Any]) -> list[str]:
+    """The blend mode of each entry of the optional "layers" list."""
+    entries = data.get("layers", [])
+    if not isinstance(entries, list) or len(entries) > MAX_LAYERS:
+        raise FieldError(
+            "layers",
+            f"'layers' must be a list of at most {MAX_LAYERS} layers.",
+            "Send layers in the flipsketch.strokes schema (see sketch.py).",
+        )
+    blends = []
+    for k, entry in enumerate(entries):
+        blend = entry.get("blend", "REGULAR") if isinstance(entry, dict) else None
+        if blend not in BLEND_MODES:
+            raise FieldError(
+                f"layers[{k}].blend",
+                f"'layers[{k}].blend' is {blend!r}, not a Grease Pencil blend mode.",
+                f"Use one of {', '.join(BLEND_MODES)}.",
+            )
+        blends.append(blend)
+    return blends
+
+
+def _index_field(index: int, stroke: dict, name: str, count: int, what: str) -> int:
+    """The stroke's optional index `name` into a list of `count` `what` (-1 when absent)."""
+    value = stroke.get(name)
+    if value is None:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+        raise _stroke_error(index, f"'{name}' is {value!r}, not the index of one of {count} {what}", name)
+    return value
 
 
 def _box(xy: np.ndarray, reach: np.ndarray | float, big_w: int, big_h: int) -> tuple[int, int, int, int] | None:
@@ -429,16 +497,47 @@ def _draw_line(stroke: _Stroke, big_w: int, big_h: int) -> Drawn | None:
     return (slice(y0, y1), slice(x0, x1)), np.asarray(layer)
 
 
-def _draw_fill(stroke: _Stroke, big_w: int, big_h: int) -> Drawn | None:
-    """The region the stroke's points enclose, 0/255 over its box."""
-    xy = stroke.points * (big_w, big_h) - 0.5
-    box = _box(xy, 0.0, big_w, big_h)
+def _fill_regions(strokes: list[_Stroke]) -> dict[int, list[_Stroke]]:
+    """Where each fill is painted: the index of the stroke it is painted with
+    -> the strokes whose outlines bound it. A stroke of fill_id 0 fills alone;
+    strokes sharing a fill_id fill one region, painted with the first of them
+    (its "fill" and "fill_color"). Only fills with an opacity above 0."""
+    regions: dict[int, list[_Stroke]] = {}
+    first: dict[int, int] = {}
+    for index, stroke in enumerate(strokes):
+        at = index if stroke.fill_id == 0 else first.setdefault(stroke.fill_id, index)
+        regions.setdefault(at, []).append(stroke)
+    return {index: outlines for index, outlines in regions.items() if strokes[index].fill > 0}
+
+
+def _draw_region(outlines: list[_Stroke], big_w: int, big_h: int) -> Drawn | None:
+    """The region the outlines enclose by the even-odd rule (one outline: its
+    inside; an outline inside another: a hole), 0/255 over its box. Outlines of
+    fewer than 3 points bound nothing, as in Blender."""
+    rings = [stroke.points * (big_w, big_h) - 0.5 for stroke in outlines if len(stroke.points) >= 3]
+    box = _box(np.concatenate(rings), 0.0, big_w, big_h) if rings else None
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    region = Image.new("L", (x1 - x0, y1 - y0), 0)
-    ImageDraw.Draw(region).polygon([tuple(p) for p in xy - (x0, y0)], fill=255)
-    return (slice(y0, y1), slice(x0, x1)), np.asarray(region)
+    region = np.zeros((y1 - y0, x1 - x0), bool)
+    for xy in rings:
+        ring = Image.new("L", (x1 - x0, y1 - y0), 0)
+        ImageDraw.Draw(ring).polygon([tuple(p) for p in xy - (x0, y0)], fill=255)
+        region ^= np.asarray(ring) > 0
+    return (slice(y0, y1), slice(x0, x1)), region.astype(np.uint8) * np.uint8(255)
+
+
+def _painted(strokes: list[_Stroke], big_w: int, big_h: int) -> Iterator[tuple[int, Drawn, float, float]]:
+    """What the strokes paint, in Blender's order (each stroke's fill, then
+    its line): (stroke index, where and coverage, opacity, gray)."""
+    regions = _fill_regions(strokes)
+    for index, stroke in enumerate(strokes):
+        fill = _draw_region(regions[index], big_w, big_h) if index in regions else None
+        if fill is not None:
+            yield index, fill, stroke.fill, stroke.fill_color
+        line = _draw_line(stroke, big_w, big_h) if stroke.opacity > 0 else None
+        if line is not None:
+            yield index, line, stroke.opacity, stroke.color
 
 
 def _mask_coverage(mask: list[tuple[int, bool]], layers: list[list[_Stroke]], big_w: int, big_h: int) -> np.ndarray:
@@ -455,14 +554,71 @@ def _mask_coverage(mask: list[tuple[int, bool]], layers: list[list[_Stroke]], bi
             if number:
                 np.subtract(1.0, reveal, out=reveal)
             inverted = invert
-        for stroke in layers[layer]:  # its fill, then its line, as Blender draws them
-            fill = _draw_fill(stroke, big_w, big_h) if stroke.fill > 0 else None
-            line = _draw_line(stroke, big_w, big_h) if stroke.opacity > 0 else None
-            for opacity, drawn in ((stroke.fill, fill), (stroke.opacity, line)):
-                if drawn is not None:
-                    where, cover = drawn
-                    reveal[where] *= 1.0 - cover * np.float32(opacity / 255.0)
+        for _, (where, cover), opacity, _ in _painted(layers[layer], big_w, big_h):
+            reveal[where] *= 1.0 - cover * np.float32(opacity / 255.0)
     return reveal if inverted else np.subtract(1.0, reveal, out=reveal)
+
+
+def _blend(canvas: np.ndarray, color: np.ndarray, alpha: np.ndarray, mode: str) -> None:
+    """Blend a layer (c: its gray premultiplied by its alpha a) onto the
+    drawing's gray g, in place, by Blender's `blend_mode_output`
+    (gpencil_common_lib.glsl; its associated-alpha colour is multiplied by
+    alpha once more in all but Regular and Multiply): REGULAR g(1 - a) + c;
+    MULTIPLY g(1 - a + c); ADD g + ca; SUBTRACT g - ca; DIVIDE g / (1 - ca);
+    HARDLIGHT the standard hard light of s = 0.5(1 - a) + ca over g.
+    Clamped to 0..1."""
+    if mode == "REGULAR":
+        canvas *= 1.0 - alpha
+        canvas += color
+    elif mode == "MULTIPLY":
+        canvas *= 1.0 - alpha + color
+    elif mode == "ADD":
+        canvas += color * alpha
+    elif mode == "SUBTRACT":
+        canvas -= color * alpha
+    elif mode == "DIVIDE":
+        canvas /= np.maximum(1.0 - color * alpha, np.float32(1e-6))
+    else:  # HARDLIGHT
+        source = 0.5 * (1.0 - alpha) + color * alpha
+        canvas[...] = np.where(source <= 0.5, 2.0 * source * canvas, 1.0 - 2.0 * (1.0 - source) * (1.0 - canvas))
+    np.clip(canvas, 0.0, 1.0, out=canvas)
+
+
+class _LayerBuffer:
+    """A layer's strokes painted over each other before the layer is blended
+    onto the drawing (Blender's layer framebuffer): gray premultiplied by
+    alpha, and alpha, over the whole canvas; only the box painted is blended
+    and cleared."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.color = np.zeros(shape, np.float32)
+        self.alpha = np.zeros(shape, np.float32)
+        self.box: tuple[int, int, int, int] | None = None  # rows y0:y1, columns x0:x1 painted
+
+    def paint(self, where: tuple[slice, slice], alpha: np.ndarray, gray: float) -> None:
+        color, covered = self.color[where], self.alpha[where]
+        color *= 1.0 - alpha
+        color += np.float32(gray) * alpha
+        covered *= 1.0 - alpha
+        covered += alpha
+        rows, columns = where
+        box = (rows.start, rows.stop, columns.start, columns.stop)
+        if self.box is not None:
+            box = (
+                min(box[0], self.box[0]),
+                max(box[1], self.box[1]),
+                min(box[2], self.box[2]),
+                max(box[3], self.box[3]),
+            )
+        self.box = box
+
+    def blend_onto(self, canvas: np.ndarray, mode: str) -> None:
+        if self.box is None:
+            return
+        y0, y1, x0, x1 = self.box
+        where = (slice(y0, y1), slice(x0, x1))
+        _blend(canvas[where], self.color[where], self.alpha[where], mode)
+        self.color[where], self.alpha[where], self.box = 0.0, 0.0, None
 
 
 def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256) -> Image.Image:
@@ -486,41 +642,56 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
     if not isinstance(strokes, list):
         raise InputError("Stroke data has no 'strokes' list.", "Send at least one stroke.")
     layers, masks = _parse_masks(data)
+    blends = _parse_layers(data)
     parsed, total_points = [], 0
     for index, stroke in enumerate(strokes):
         parsed.append(_parse_stroke(index, stroke))
         total_points += len(parsed[-1].points)
         if total_points > MAX_STROKE_POINTS:
             raise _stroke_error(index, f"the drawing has more than {MAX_STROKE_POINTS} points in all; simplify it")
-        mask = stroke.get("mask")
-        if mask is not None:
-            if isinstance(mask, bool) or not isinstance(mask, int) or not 0 <= mask < len(masks):
-                raise _stroke_error(index, f"'mask' is {mask!r}, not the index of one of {len(masks)} masks", "mask")
-            parsed[-1].mask = mask
-    for i, mask in enumerate(masks):
-        total_points += sum(len(stroke.points) for layer, _ in mask for stroke in layers[layer])
+        parsed[-1].mask = _index_field(index, stroke, "mask", len(masks), "masks")
+        parsed[-1].layer = _index_field(index, stroke, "layer", len(blends), "layers")
+    blended = [s.layer for i, s in enumerate(parsed) if s.layer >= 0 and (i == 0 or parsed[i - 1].layer != s.layer)]
+    if len(blended) > MAX_BLEND_RUNS:
+        raise _stroke_error(
+            len(parsed) - 1, f"the drawing's layers come in more than {MAX_BLEND_RUNS} runs of strokes; merge layers"
+        )
+    runs = [s.mask for i, s in enumerate(parsed) if s.mask >= 0 and (i == 0 or parsed[i - 1].mask != s.mask)]
+    for mask_index in runs:  # a mask's coverage is made once per run of strokes that use it
+        total_points += sum(len(stroke.points) for layer, _ in masks[mask_index] for stroke in layers[layer])
         if total_points > MAX_STROKE_POINTS:
             raise _mask_error(
-                f"masks[{i}]",
-                f"brings the drawing over {MAX_STROKE_POINTS} points in all (a mask layer counts once per mask "
-                "that uses it); simplify the mask layers",
+                f"masks[{mask_index}]",
+                f"brings the drawing over {MAX_STROKE_POINTS} points in all (a mask layer counts once per run of "
+                "strokes its mask applies to); simplify the mask layers",
             )
     big_w, big_h = width * SUPERSAMPLE, height * SUPERSAMPLE
-    ink = np.zeros((big_h, big_w), dtype=np.uint8)
-    for mask_index in sorted({stroke.mask for stroke in parsed}):  # one mask's coverage in memory at a time
-        coverage = _mask_coverage(masks[mask_index], layers, big_w, big_h) if mask_index >= 0 else None
-        for stroke in parsed:
-            drawn = _draw_line(stroke, big_w, big_h) if stroke.mask == mask_index else None
-            if drawn is None:
-                continue  # another mask's, or wholly outside the frame
-            where, stroke_ink = drawn
-            if coverage is not None or stroke.opacity < 1:  # rounded up, so that 255 - ink rounds the gray down
-                scale = np.float32(stroke.opacity) * (coverage[where] if coverage is not None else np.float32(1))
-                stroke_ink = np.ceil(stroke_ink * scale).astype(np.uint8)
-            box = ink[where]
-            np.maximum(box, stroke_ink, out=box)
-    gray = Image.fromarray(255 - ink, "L").reduce(SUPERSAMPLE)
-    return normalise_drawing(gray, detect_inverted=False)
+    canvas = np.ones((big_h, big_w), np.float32)  # white paper
+    coverage, covered = None, -1
+    buffer, buffered = None, -1  # the layer being painted apart, to be blended
+    for index, (where, cover), opacity, gray in _painted(parsed, big_w, big_h):
+        mask, layer = parsed[index].mask, parsed[index].layer
+        if mask != covered:  # one mask's coverage in memory at a time
+            coverage, covered = None, mask
+            coverage = _mask_coverage(masks[mask], layers, big_w, big_h) if mask >= 0 else None
+        if buffer is not None and layer != buffered:
+            buffer.blend_onto(canvas, blends[buffered])
+        alpha = cover * np.float32(opacity / 255.0)
+        if coverage is not None:
+            alpha *= coverage[where]
+        if layer < 0 or blends[layer] == "REGULAR":
+            box = canvas[where]
+            box += (np.float32(gray) - box) * alpha
+            continue
+        buffer = buffer or _LayerBuffer((big_h, big_w))
+        buffer.paint(where, alpha, gray)
+        buffered = layer
+    if buffer is not None:
+        buffer.blend_onto(canvas, blends[buffered])
+    small = canvas.reshape(height, SUPERSAMPLE, width, SUPERSAMPLE).mean(axis=(1, 3))
+    # rounded down, so a half-opaque black line on white is 127 (ink rounded up)
+    gray = np.clip(np.floor(small * 255.0 + 1e-3), 0, 255).astype(np.uint8)
+    return normalise_drawing(Image.fromarray(gray, "L"), detect_inverted=False)
 
 
 def read_sketch(path: str | Path, width: int = 256, height: int = 256) -> Image.Image:
