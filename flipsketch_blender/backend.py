@@ -34,8 +34,8 @@ from .importer import prepare_results
 API_VERSION = 3  # the newest backend API this add-on speaks (v3: strokes may carry colours and fills)
 OLDEST_API = 1  # the oldest it accepts, for jobs that need nothing newer
 MASKS_API = 2  # the first that applies layer masks (older backends ignore them)
-FILLS_API = 3  # the first that paints fills, gray lines and layer blend modes (older ones: black lines only)
-FILL_FIELDS = ("color", "fill", "fill_id")  # stroke fields of API v3 ("fill" in a mask layer is v2's)
+FILLS_API = 3  # the first that paints fills, gray lines, blend modes and a "frame" (older ones: black lines only)
+V3_FIELDS = ("color", "fill", "fill_id", "start_cap", "end_cap")  # stroke fields of API v3 (a mask's "fill" is v2's)
 START_TIMEOUT_S = 180
 OFFLINE_ADVICE = (
     "Blender's online access is off, so FlipSketch downloads nothing: "
@@ -289,16 +289,19 @@ def start_job(
 def drawing_needs(drawing: dict) -> tuple[int, str]:
     """The oldest backend API that draws `drawing` (the stroke schema) as
     Blender shows it, and what needs it (for the error): fills or gray lines
-    (a stroke with a FILL_FIELDS field, or a mask layer's stroke with a
-    fill_id) and layer blend modes ("layers") need FILLS_API, layer masks
-    MASKS_API."""
+    (a stroke with a V3_FIELDS field, or a mask layer's stroke with a
+    fill_id), layer blend modes ("layers") and strokes crossing the frame's
+    edge ("frame", and points beyond the older -1..2 range) need FILLS_API,
+    layer masks MASKS_API."""
     mask_strokes = [stroke for layer in drawing.get("mask_layers", []) for stroke in layer["strokes"]]
-    if any(name in stroke for stroke in drawing.get("strokes", []) for name in FILL_FIELDS) or any(
+    if any(name in stroke for stroke in drawing.get("strokes", []) for name in V3_FIELDS) or any(
         "fill_id" in stroke for stroke in mask_strokes
     ):
-        return FILLS_API, "Fills and coloured lines in the drawing"
+        return FILLS_API, "Fills, coloured lines or flat line caps in the drawing"
     if drawing.get("layers"):
         return FILLS_API, "Layer blend modes in the drawing"
+    if drawing.get("frame"):
+        return FILLS_API, "Strokes that cross the camera frame's edge"
     if drawing.get("masks"):
         return MASKS_API, "Layer masks in the drawing"
     return OLDEST_API, ""

@@ -10,7 +10,16 @@ nothing (material hidden or showing neither line nor fill, zero opacity from
 the Opacity modifier, the layer or the material's colour; before Blender 5.1
 the material's Stroke and Fill switches say what a stroke shows, from 5.1 the
 stroke's own hide_stroke and fill_id do). Closed strokes (Box, Circle tools)
-go out closed. Point opacity is multiplied by the layer's opacity and the
+go out closed, open ones with their caps (round or flat). Only what the camera frame shows goes out: strokes wholly
+outside the frame, behind the camera or outside its clip range are left out,
+and where strokes cross the frame's edge the backend cuts them there ("frame");
+an object hidden in the viewport is refused. The object's Flip shader effects
+mirror what goes out, as they mirror it on screen (the Placement keeps them,
+so the results written back into the object are mirrored once more and show
+as generated); its other shader effects (blur, shadow, wave...) are not
+applied. Line widths scale with the
+object's transform only (Blender's `mat3_to_scale`), not the layer's or its
+parent's. Point opacity is multiplied by the layer's opacity and the
 alpha of its material's colour (a fill's: the fill colour's alpha times the
 stroke's fill opacity; point opacity does not touch fills).
 
@@ -47,7 +56,7 @@ where the drawing was even if the camera moves while the job runs.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import bpy
 import numpy as np
@@ -57,10 +66,11 @@ from .projection import Frame
 
 SCHEMA_VERSION = 1
 MAX_MASK_INDEX = 256  # Blender's GP_MAX_MASKBITS: a layer at this index or later cannot mask
-MASK_REACH = 100.0  # frame sizes a mask layer may reach past the frame (the backend's sketch.MASK_REACH)
+REACH = 100.0  # frame sizes a stroke may reach past the frame (the backend's sketch.REACH)
 GENERATED_PREFIX = "FlipSketch: "  # layers the importer creates
 # Blender 5.1+: a stroke, not its material, says whether it shows its line and fill (hide_stroke, fill_id)
 STROKES_CHOOSE = bpy.app.version >= (5, 1, 0)
+DEFAULT_FILL_ALPHA = 1.0 if STROKES_CHOOSE else 0.0  # Blender's default material fills (black) from 5.1
 
 
 class ExportError(Exception):
@@ -75,6 +85,7 @@ class Placement:
     aspect: float
     point: list[float]  # a world point on the drawing plane (its centroid)
     normal: list[float]  # the plane's normal: the camera's viewing axis (parallel to the image plane)
+    flip: list[bool] = field(default_factory=lambda: [False, False])  # the object's Flip effects: [x, y]
 
     def frame(self) -> Frame:
         return Frame(np.array(self.matrix), self.aspect)
@@ -98,6 +109,16 @@ class _Gathered:
     fill_id: np.ndarray  # (S,) strokes with the same number above 0 fill one region together
     mask: np.ndarray  # (S,) index of the stroke's mask in the schema's "masks" (-1: none)
     layer: np.ndarray  # (S,) index of the stroke's layer in the schema's "layers" (-1: a Regular layer)
+    flat_caps: np.ndarray  # (S, 2) bool: start and end cut flat
+
+
+_POINT_FIELDS = {"world", "radius", "opacity", "color"}  # the (N, ...) fields of _Gathered; the others are (S,)
+
+
+def _select(gathered: _Gathered, keep: np.ndarray) -> _Gathered:
+    """The strokes where `keep` (S,) is True."""
+    points = np.repeat(keep, gathered.counts)
+    return _Gathered(**{name: v[points if name in _POINT_FIELDS else keep] for name, v in vars(gathered).items()})
 
 
 @contextmanager
@@ -125,6 +146,14 @@ def is_hidden(layer) -> bool:
     return False
 
 
+def line_scale(object_matrix) -> float:
+    """How much the object's transform widens its lines, as Blender's Grease
+    Pencil engine does it (BLI `mat3_to_scale`): the length of (1, 1, 1)/sqrt 3
+    under the object's 3x3 world matrix. The layer's own transform and its
+    parent move the points but leave the line width alone."""
+    return float(np.linalg.norm(np.array(object_matrix)[:3, :3] @ np.full(3, 1 / np.sqrt(3))))
+
+
 def layer_matrix(ob, layer, depsgraph) -> np.ndarray:
     """(4, 4) layer-local -> world, as Blender draws the layer: the object's
     transform, or (for a layer with a parent) the parent object's or parent
@@ -141,21 +170,23 @@ def layer_matrix(ob, layer, depsgraph) -> np.ndarray:
 
 
 def material_alphas(ob) -> tuple[np.ndarray, np.ndarray]:
-    """Per material slot: (alpha of its line, alpha of its fill), 0..1: the
-    colour's alpha, 0 where the material is hidden (before Blender 5.1 also
-    where it does not show lines / fills; from 5.1 each stroke says so). A
-    slot without a Grease Pencil material draws with Blender's default stroke
-    material (an opaque line, no fill)."""
+    """Per material slot (at least one row: Blender's default material):
+    (alpha of its line, alpha of its fill), 0..1: the colour's alpha, 0 where
+    the material is hidden (before Blender 5.1 also where it does not show
+    lines / fills; from 5.1 each stroke says so). A slot without a Grease
+    Pencil material draws with the default material: an opaque black line,
+    and from 5.1 an opaque black fill where the stroke has a fill_id (before
+    5.1 no fill)."""
     line, fill = [], []
     for slot in ob.material_slots:
         style = slot.material.grease_pencil if slot.material is not None else None
         if style is None:
             line.append(1.0)
-            fill.append(0.0)
+            fill.append(DEFAULT_FILL_ALPHA)
             continue
         line.append(line_alpha(style))
         fill.append(style.fill_color[3] if not style.hide and (STROKES_CHOOSE or style.show_fill) else 0.0)
-    return np.array(line, float), np.array(fill, float)
+    return np.array(line or [1.0], float), np.array(fill or [DEFAULT_FILL_ALPHA], float)
 
 
 def material_colors(ob) -> tuple[np.ndarray, np.ndarray]:
@@ -258,10 +289,8 @@ def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) 
     line, fill = material_alphas(evaluated)
     line_rgb, fill_rgb = material_colors(evaluated)
     counts = np.diff(data.offsets)
-    line_alpha, fill_alpha = np.ones(len(counts)), np.zeros(len(counts))
-    slot = np.clip(data.material, 0, len(line_rgb) - 1)
-    if len(line):
-        line_alpha, fill_alpha = line[slot], fill[slot] * data.fill_opacity
+    slot = np.clip(data.material, 0, len(line) - 1)
+    line_alpha, fill_alpha = line[slot], fill[slot] * data.fill_opacity
     if STROKES_CHOOSE:
         line_alpha = np.where(data.hide_stroke, 0.0, line_alpha)
         fill_alpha = np.where(data.fill_id != 0, fill_alpha, 0.0)
@@ -283,7 +312,7 @@ def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) 
     points = np.repeat(keep, counts)
     matrix = layer_matrix(ob, layer, depsgraph)
     world = data.positions[points] @ matrix[:3, :3].T + matrix[:3, 3]
-    scale = float(np.cbrt(abs(np.linalg.det(matrix[:3, :3])))) or 1.0
+    scale = line_scale(evaluated.matrix_world)
     return _Gathered(
         world,
         data.radius[points] * scale,
@@ -296,6 +325,7 @@ def _read_layer(ob, layer, frame_number: int, depsgraph, as_mask: bool = False) 
         fill_id[keep],
         np.full(int(keep.sum()), -1),
         np.full(int(keep.sum()), -1),
+        data.flat_caps[keep],
     )
 
 
@@ -306,8 +336,8 @@ def _concatenate(parts: list[_Gathered]) -> _Gathered:
         part.fill_id = np.where(part.fill_id > 0, part.fill_id + base, 0)
         base = max(base, int(part.fill_id.max(initial=0)))
     if not parts:
-        empty, none = np.zeros(0), np.zeros(0, int)
-        return _Gathered(np.zeros((0, 3)), empty, empty, empty, none, np.zeros(0, bool), empty, empty, none, none, none)
+        empty, none, closed, flat = np.zeros(0), np.zeros(0, int), np.zeros(0, bool), np.zeros((0, 2), bool)
+        return _Gathered(np.zeros((0, 3)), empty, empty, empty, none, closed, empty, empty, none, none, none, flat)
     return _Gathered(*[np.concatenate(column) for column in zip(*(vars(p).values() for p in parts), strict=True)])
 
 
@@ -362,19 +392,37 @@ def _closed_order(counts: np.ndarray, closed: np.ndarray) -> tuple[np.ndarray, n
     return order, offsets
 
 
-def _project(gathered: _Gathered, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 2) points in square units, (N,) depth, (N,) radius in square units."""
+def screen_flip(ob) -> list[bool]:
+    """[x, y]: whether the object's Flip shader effects (those shown in the
+    viewport) mirror its drawing on screen, about the frame's centre; two
+    flips of one axis cancel."""
+    flip = [False, False]
+    for effect in ob.shader_effects:
+        if effect.type == "FX_FLIP" and effect.show_viewport:
+            flip = [flip[0] != effect.use_flip_x, flip[1] != effect.use_flip_y]
+    return flip
+
+
+def mirrored(xy: np.ndarray, flip: list[bool]) -> np.ndarray:
+    """(N, 2) square coordinates mirrored about the centre on the axes of `flip` ([x, y])."""
+    return np.where(flip, 1.0 - xy, xy)
+
+
+def _project(gathered: _Gathered, frame: Frame, flip: list[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 2) points in square units (mirrored as `flip` says), (N,) depth,
+    (N,) radius in square units."""
     xy, depth = frame.to_square(gathered.world)
     origins, _ = frame.rays(np.array([[0.4, 0.5], [0.6, 0.5]]))
     right = (origins[1] - origins[0]) / np.linalg.norm(origins[1] - origins[0])  # world direction of the frame's x
     edge, _ = frame.to_square(gathered.world + right * gathered.radius[:, None])
-    return xy, depth, np.abs(edge[:, 0] - xy[:, 0])
+    return mirrored(xy, flip), depth, np.abs(edge[:, 0] - xy[:, 0])
 
 
 def _strokes(gathered: _Gathered, xy: np.ndarray, radius: np.ndarray) -> list[dict]:
     """The schema's strokes: points, radius, opacity (the mean of the
     points'), and where the stroke has one: "color" (the mean of the points'
-    gray, when not black), "fill" with "fill_color", "fill_id", "mask", "layer"."""
+    gray, when not black), "fill" with "fill_color", "fill_id", "mask", "layer",
+    "start_cap" and "end_cap" ("flat"; round is the default) of an open stroke."""
     counts = gathered.counts
     if not len(counts):
         return []
@@ -399,6 +447,9 @@ def _strokes(gathered: _Gathered, xy: np.ndarray, radius: np.ndarray) -> list[di
         strokes[index]["mask"] = int(gathered.mask[index])
     for index in np.flatnonzero(gathered.layer >= 0).tolist():
         strokes[index]["layer"] = int(gathered.layer[index])
+    for end, name in enumerate(("start_cap", "end_cap")):
+        for index in np.flatnonzero(gathered.flat_caps[:, end] & ~gathered.closed).tolist():
+            strokes[index][name] = "flat"
     return strokes
 
 
@@ -412,11 +463,21 @@ def export_drawing(
     placement for the results.
     `active_layer_only` or `only_layer` (a layer of `ob`) send one layer, hidden
     or not (its masks applied). The scene is evaluated at `frame_number` and put back.
-    Raises ExportError when nothing visible is drawn, or it is behind the camera
-    or outside the frame, or a mask layer lies behind the camera or more than
-    MASK_REACH frame sizes outside the frame."""
+    Strokes the camera does not show are left out: wholly outside the frame,
+    or wholly behind the camera or outside its clip range; where strokes cross
+    the frame's edge, "frame" says what part of the square shows.
+    Raises ExportError when `ob` is hidden in the viewport, nothing visible is
+    drawn, the drawing is wholly outside the frame or the clip range, a
+    stroke crosses the camera's clip range (Blender would cut it), or a stroke
+    or mask layer lies behind the camera or more than REACH frame sizes
+    outside the frame."""
     with scene_at(bpy.context.scene, frame_number):
         depsgraph = bpy.context.evaluated_depsgraph_get()
+        if not ob.visible_get():
+            raise ExportError(
+                f"'{ob.name}' is hidden in the viewport at frame {frame_number} (its eye or monitor icon, or its "
+                "collection's). Show it to animate it."
+            )
         evaluated = ob.evaluated_get(depsgraph).data
         layers = _layers_to_send(ob, evaluated, active_layer_only, only_layer)
         sent = _gather(ob, evaluated, layers, frame_number, depsgraph)
@@ -429,16 +490,14 @@ def export_drawing(
                 "materials, zero opacity or modifiers). Show what should be animated."
             )
         raise ExportError(f"'{ob.name}' has nothing drawn at frame {frame_number}. Draw first, or go to a drawn frame.")
-    xy, depth, radius = _project(gathered, frame)
-    if (depth <= 0).any():
-        raise ExportError("Part of the drawing is behind the camera. Move the camera or the drawing.")
-    fw, fh = frame.extent
-    if not ((np.abs(xy[:, 0] - 0.5) <= fw / 2) & (np.abs(xy[:, 1] - 0.5) <= fh / 2)).any():
-        raise ExportError("The drawing is outside the camera frame. Frame it with the camera first.")
+    flip = screen_flip(ob)
+    gathered, xy, radius, shown = _in_view(gathered, frame, flip)
     drawing = {"schema": "flipsketch.strokes", "version": SCHEMA_VERSION, "strokes": _strokes(gathered, xy, radius)}
+    if shown is not None:
+        drawing["frame"] = shown
     if sent.masks:
         drawing["masks"] = sent.masks
-        drawing["mask_layers"] = [_mask_layer(name, cover, frame) for name, cover in covers]
+        drawing["mask_layers"] = [_mask_layer(name, cover, frame, flip) for name, cover in covers]
     if sent.blended:
         drawing["layers"] = sent.blended
     placement = Placement(
@@ -446,20 +505,59 @@ def export_drawing(
         aspect=frame.aspect,
         point=gathered.world.mean(axis=0).tolist(),
         normal=frame.image_plane_normal().tolist(),
+        flip=flip,
     )
     return drawing, placement
 
 
-def _mask_layer(name: str, cover: _Gathered | None, frame: Frame) -> dict:
+def _in_view(
+    gathered: _Gathered, frame: Frame, flip: list[bool]
+) -> tuple[_Gathered, np.ndarray, np.ndarray, list[float] | None]:
+    """The strokes the camera shows, their points and radii in square units,
+    and the frame's rectangle in the square [x0, y0, x1, y1] when some of
+    them reach past it (else None). Raises ExportError as export_drawing says."""
+    xy, _, radius = _project(gathered, frame, flip)
+    starts = np.r_[0, np.cumsum(gathered.counts)[:-1]]
+    seen = frame.in_clip_range(gathered.world)
+    all_seen, any_seen = np.logical_and.reduceat(seen, starts), np.logical_or.reduceat(seen, starts)
+    if (any_seen & ~all_seen).any():
+        raise ExportError(
+            "Part of the drawing lies behind the camera or outside its clip range (Clip Start to Clip End), so "
+            "Blender cuts it there. Move the drawing, or change the camera's Clip Start and End."
+        )
+    if not any_seen.any():
+        raise ExportError(
+            "The drawing is behind the camera or outside its clip range (Clip Start to Clip End). "
+            "Move the drawing, or change the camera's Clip Start and End."
+        )
+    fw, fh = frame.extent
+    rect = np.array([0.5 - fw / 2, 0.5 - fh / 2, 0.5 + fw / 2, 0.5 + fh / 2])
+    low = np.minimum.reduceat(xy - radius[:, None], starts)
+    high = np.maximum.reduceat(xy + radius[:, None], starts)
+    keep = any_seen & (high > rect[:2]).all(axis=1) & (low < rect[2:]).all(axis=1)
+    if not keep.any():
+        raise ExportError("The drawing is outside the camera frame. Frame it with the camera first.")
+    points = np.repeat(keep, gathered.counts)
+    xy, radius = xy[points], radius[points]
+    if (np.abs(xy - 0.5) > 0.5 + REACH).any():
+        raise ExportError(
+            f"The drawing reaches more than {REACH:g} frame widths outside the camera frame. "
+            "Keep its strokes nearer to the frame."
+        )
+    beyond = (low[keep] < rect[:2]).any() or (high[keep] > rect[2:]).any()
+    return _select(gathered, keep), xy, radius, rect.round(6).tolist() if beyond else None
+
+
+def _mask_layer(name: str, cover: _Gathered | None, frame: Frame, flip: list[bool]) -> dict:
     """A mask layer in the schema: its strokes (lines, and "fill" where its material fills)."""
     if cover is None:
         return {"strokes": []}
-    xy, depth, radius = _project(cover, frame)
+    xy, depth, radius = _project(cover, frame, flip)
     if (depth <= 0).any():
         raise ExportError(f"Part of the mask layer '{name}' is behind the camera. Move the camera or the layer.")
-    if (np.abs(xy - 0.5) > 0.5 + MASK_REACH).any():
+    if (np.abs(xy - 0.5) > 0.5 + REACH).any():
         raise ExportError(
-            f"The mask layer '{name}' reaches more than {MASK_REACH:g} frame widths outside the camera frame. "
+            f"The mask layer '{name}' reaches more than {REACH:g} frame widths outside the camera frame. "
             "Keep its shapes nearer to the frame."
         )
     return {"strokes": _strokes(cover, xy, radius)}

@@ -42,6 +42,7 @@ class Strokes:
     fill_id: np.ndarray  # (S,) Blender 5.1+: the fill the stroke bounds (0: none)
     vertex_color: np.ndarray  # (N, 4) linear RGB mixed over the material's line colour by A (vertex paint)
     fill_color: np.ndarray  # (S, 4) linear RGB mixed over the material's fill colour by A
+    flat_caps: np.ndarray  # (S, 2) bool: the stroke's start and end are cut flat (else round)
 
     def split(self, values: np.ndarray) -> list[np.ndarray]:
         return np.split(values, self.offsets[1:-1])
@@ -92,6 +93,10 @@ def read_strokes(layer, frame_number: int) -> Strokes | None:
         _read_attribute(drawing, "fill_id", curves, 0, np.int32),
         _read_colors(drawing, "vertex_color", count),
         _read_colors(drawing, "fill_color", curves),
+        np.c_[
+            _read_attribute(drawing, "start_cap", curves, 0, np.int8) != 0,
+            _read_attribute(drawing, "end_cap", curves, 0, np.int8) != 0,
+        ],
     )
 
 

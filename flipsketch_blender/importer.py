@@ -13,7 +13,7 @@ import numpy as np
 from mathutils import Matrix
 
 from .bundled import client_library
-from .export import GENERATED_PREFIX, STROKES_CHOOSE, Placement, line_alpha, material_alphas
+from .export import GENERATED_PREFIX, STROKES_CHOOSE, Placement, line_alpha, line_scale, material_alphas, mirrored
 from .gpencil import write_strokes
 
 INK_MATERIAL = "FlipSketch Ink"
@@ -104,7 +104,7 @@ def write_traced(ob, layer, traced: dict, first_frame: int, timing: int, placeme
     frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
     to_local = np.linalg.inv(np.array(ob.matrix_world @ layer.matrix_local))
     side = float(np.linalg.norm(_card(placement)[:3, 0]))
-    scale = float(np.cbrt(abs(np.linalg.det(to_local[:3, :3]))))
+    scale = 1.0 / line_scale(ob.matrix_world)  # the radius that Blender draws as the traced width
     material = _ink_material(ob)
     for k, drawing in enumerate(traced["frames"]):
         strokes = drawing["strokes"]
@@ -113,7 +113,7 @@ def write_traced(ob, layer, traced: dict, first_frame: int, timing: int, placeme
             continue
         lengths = np.cumsum([len(stroke["points"]) for stroke in strokes])[:-1]
         xy = np.concatenate([np.asarray(stroke["points"], dtype=np.float64) for stroke in strokes])
-        world = frame.on_plane(xy, point, normal)  # one projection per frame, not per stroke
+        world = frame.on_plane(mirrored(xy, placement.flip), point, normal)  # the object's Flip effects undone
         local = (np.c_[world, np.ones(len(world))] @ to_local.T)[:, :3]
         radius = np.concatenate([np.asarray(stroke["radius"], dtype=np.float64) for stroke in strokes]) * side * scale
         cyclic = [stroke.get("cyclic") is True for stroke in strokes]  # traced loops (absent before version 2)

@@ -31,6 +31,12 @@ class Frame:
         xy = clip[:, :2] / clip[:, 2:3] * [fw / 2, -fh / 2] + 0.5
         return xy, clip[:, 2]
 
+    def in_clip_range(self, world: np.ndarray) -> np.ndarray:
+        """(N, 3) world points -> (N,) bool: in front of the viewer and between
+        its clip start and end (clip z within -w..w), where Blender draws."""
+        clip = world @ self.matrix[2:, :3].T + self.matrix[2:, 3]
+        return (clip[:, 1] > 0) & (np.abs(clip[:, 0]) <= clip[:, 1])
+
     def rays(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Square coordinates -> world ray origins and unit directions."""
         fw, fh = self.extent

@@ -130,7 +130,7 @@ def test_traced_loops_are_cyclic_strokes_and_export_closed(scene) -> None:
         "version": 1,
         "strokes": [
             {"id": 7, "points": ring, "radius": [0.01] * 16, "cyclic": True},
-            {"id": 3, "points": [[0.1, 0.1], [0.3, 0.1]], "radius": [0.01, 0.01]},  # no flag: open
+            {"id": 3, "points": [[0.1, 0.25], [0.3, 0.25]], "radius": [0.01, 0.01]},  # no flag: open
         ],
     }
     ob = add_drawing(traced)

@@ -157,10 +157,11 @@ def _job_outcome(backend, key: str) -> dict:
         (
             2,
             "filled",
-            "Fills and coloured lines in the drawing need a backend of API v3 or later, and this one speaks v2.",
+            "Fills, coloured lines or flat line caps in the drawing need a backend of API v3 or later, "
+            "and this one speaks v2.",
         ),
-        (2, "gray", "Fills and coloured lines in the drawing need a backend of API v3 or later"),
-        (2, "holed mask", "Fills and coloured lines in the drawing need a backend of API v3 or later"),
+        (2, "gray", "Fills, coloured lines or flat line caps in the drawing need a backend of API v3 or later"),
+        (2, "holed mask", "Fills, coloured lines or flat line caps in the drawing need a backend of API v3 or later"),
         (2, "blended", "Layer blend modes in the drawing need a backend of API v3 or later"),
         (3, "filled", "stand-in: no jobs run here"),
         (99, "plain", "The backend speaks API v99, this add-on v1 to v3."),

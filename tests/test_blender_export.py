@@ -116,7 +116,7 @@ def test_hidden_layers_and_layer_groups_at_any_depth_are_not_sent(scene) -> None
 def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_out_as_a_fill(scene) -> None:
     add_camera()
     ob = add_drawing(SQUARE)
-    line = {"points": [[0.2, 0.8], [0.8, 0.8]], "radius": [0.01, 0.01]}
+    line = {"points": [[0.2, 0.7], [0.8, 0.7]], "radius": [0.01, 0.01]}  # inside the 16:9 frame (y 0.22..0.78)
     layer = _layer(ob, "Shapes", {"strokes": [*SQUARE["strokes"], line, BOX["strokes"][0]]})
     ob.data.layers["Lines"].hide = True
     _material(ob, "Ink", show_stroke=True, show_fill=False)
@@ -135,7 +135,7 @@ def test_strokes_of_hidden_or_empty_materials_are_not_sent_and_fill_only_goes_ou
 def test_the_alpha_of_a_materials_colour_reaches_the_strokes_and_a_clear_one_sends_nothing(scene) -> None:
     add_camera()
     ob = add_drawing(SQUARE)
-    line = {"points": [[0.2, 0.8], [0.8, 0.8]], "radius": [0.01, 0.01]}
+    line = {"points": [[0.2, 0.7], [0.8, 0.7]], "radius": [0.01, 0.01]}  # inside the 16:9 frame (y 0.22..0.78)
     layer = _layer(ob, "Shapes", {"strokes": [*SQUARE["strokes"], line, BOX["strokes"][0]]})
     ob.data.layers["Lines"].hide = True
     layer.opacity = 0.5
@@ -248,7 +248,7 @@ MODIFIERS = {  # name: (how it is set up, the strokes Blender then draws of the 
     "mirror": (lambda ob: _modifier(ob, "MIRROR"), 8),
     "offset": (lambda ob: _modifier(ob, "OFFSET", location=(2.0, 0.0, 0.5), rotation=(0.0, 0.3, 0.0)), 4),
     "subdivide": (lambda ob: _modifier(ob, "SUBDIV", level=2), 4),
-    "array": (lambda ob: _modifier(ob, "ARRAY", count=3), 12),
+    "array": (lambda ob: _modifier(ob, "ARRAY", count=3, relative_offset=(0.1, 0.1, 0.0)), 12),  # in the frame
     "multiple strokes": (lambda ob: _modifier(ob, "MULTIPLY", duplicates=2, distance=0.3), 8),
     "simplify": (lambda ob: _modifier(ob, "SIMPLIFY", mode="SAMPLE", length=0.3), 4),
     "noise": (lambda ob: _modifier(ob, "NOISE", factor=2.0), 4),
@@ -269,7 +269,7 @@ MODIFIERS = {  # name: (how it is set up, the strokes Blender then draws of the 
 @pytest.mark.parametrize("modifier", MODIFIERS)
 def test_grease_pencil_modifiers_are_applied(scene, modifier: str) -> None:
     add_camera()
-    aside = {"points": [[0.15, 0.2], [0.3, 0.25], [0.35, 0.4]], "radius": [0.01] * 3}  # not symmetric
+    aside = {"points": [[0.15, 0.25], [0.3, 0.3], [0.35, 0.4]], "radius": [0.01] * 3}  # not symmetric, in the frame
     ob = add_drawing({"strokes": [*SQUARE["strokes"], aside, BOX["strokes"][0]]})
     plain = _points(_export(ob)[0])
     setup, count = MODIFIERS[modifier]
@@ -791,3 +791,162 @@ def test_a_layers_blend_mode_goes_out_and_blends_as_blender_does(scene, blend: s
         assert np.abs(image[row, inside] - expected).max() <= 1.5 / 255, (row, image[row, inside], expected)
     outside = _columns(0.0, 0.4)
     assert np.array_equal(image[:, outside], plain[:, outside])  # beside the card nothing changes
+
+
+def _empty(scale: tuple[float, float, float]):
+    empty = bpy.data.objects.new("Parent", None)
+    bpy.context.scene.collection.objects.link(empty)
+    empty.scale = scale
+    return empty
+
+
+def _scale_along_view(ob) -> None:
+    ob.scale = (1.0, 3.0, 1.0)  # y is the camera's axis: the points (on y = 0) stay, the lines widen
+
+
+def _scale_parented_layer(ob) -> None:
+    ob.data.layers["Lines"].parent = _empty((1.0, 1.0, 1.0))
+    ob.scale = (2.0, 2.0, 2.0)  # the parent places the layer; the object's scale still widens its lines
+
+
+SCALES = {  # name: (set-up, Blender's line width over the unscaled one: |object 3x3 @ (1, 1, 1)/sqrt 3|)
+    "object scale along the view axis": (_scale_along_view, np.sqrt(11 / 3)),
+    "layer scale 0.5 (points move, lines keep their width)": (
+        lambda ob: setattr(ob.data.layers["Lines"], "scale", (0.5, 0.5, 0.5)),
+        1.0,
+    ),
+    "layer parented to an empty of scale 2": (
+        lambda ob: setattr(ob.data.layers["Lines"], "parent", _empty((2.0, 2.0, 2.0))),
+        1.0,
+    ),
+    "parented layer of an object of scale 2": (_scale_parented_layer, 2.0),
+}
+
+
+@pytest.mark.parametrize("case", SCALES)
+def test_line_width_follows_the_objects_scale_only_as_blender_draws_it(scene, case: str) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    before = _export(ob)[0][0]["radius"][0]
+    setup, factor = SCALES[case]
+    setup(ob)
+    bpy.context.view_layer.update()
+    assert _export(ob)[0][0]["radius"][0] == pytest.approx(before * factor, rel=1e-4)
+
+
+def _radii(strokes: list[dict]) -> list[float]:
+    return [radius for stroke in strokes for radius in stroke["radius"]]
+
+
+def test_traced_strokes_keep_their_width_on_a_scaled_object(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    ob.scale = (1.0, 3.0, 1.0)
+    bpy.context.view_layer.update()
+    layer = _layer(ob, "Traced", SQUARE)  # what the importer writes, as Blender then draws it
+    ob.data.layers["Lines"].hide = True
+    sent = _export(ob)[0]
+    assert _radii(sent) == pytest.approx(_radii(SQUARE["strokes"]), rel=1e-4)
+    assert layer.name == "Traced"
+
+
+def test_strokes_outside_the_camera_frame_are_left_out_and_edges_cut_where_the_frame_ends(scene) -> None:
+    add_camera()  # 16:9: the frame covers rows 0.22..0.78 of the square; the band above and below shows nothing
+    band = {"points": [[0.3, 0.1], [0.7, 0.1]], "radius": [0.01, 0.01]}
+    far = {"points": [[0.5, 0.6], [3.0, 0.6]], "radius": [0.01, 0.01]}  # from inside the frame to 3 widths right
+    ob = add_drawing({"strokes": [*SQUARE["strokes"], band, far]})
+    beyond = _layer(ob, "Beyond", {"strokes": [{"points": [[0.5, 0.5], [150.0, 0.5]], "radius": [0.01, 0.01]}]})
+    beyond.hide = True
+    band_only = _layer(ob, "Band", {"strokes": [band]})
+    band_only.hide = True
+    drawing = _drawing(ob)
+    assert len(drawing["strokes"]) == 3  # the band's line is not sent
+    assert drawing["frame"] == pytest.approx([0.0, 0.21875, 1.0, 0.78125])
+    image = np.asarray(rasterize_strokes(drawing, 64, 64))
+    assert (image[:14] == 255).all() and (image[51:] == 255).all()  # paper outside the frame
+    assert image[38, 40] < 128 and image[38, 63] < 128  # the long line runs to the frame's edge
+    assert addon_module("backend").drawing_needs(drawing)[0] == 3  # an older backend would draw the band
+    ob.data.layers["Lines"].hide, beyond.hide = True, False
+    with pytest.raises(addon_module("export").ExportError, match="reaches more than 100 frame widths"):
+        _drawing(ob)
+    beyond.hide, band_only.hide = True, False
+    with pytest.raises(addon_module("export").ExportError, match="outside the camera frame"):
+        _drawing(ob)
+
+
+def test_what_lies_outside_the_cameras_clip_range_is_not_sent(scene) -> None:
+    camera = add_camera()
+    ob = add_drawing(SQUARE)  # 10 units in front of the camera
+    near = _layer(ob, "Near", {"strokes": [BOX["strokes"][0]]})
+    near.translation = (0.0, -8.0, 0.0)  # 2 units in front of the camera
+    export = addon_module("export")
+    camera.data.clip_start = 5.0  # the box is nearer than Clip Start: Blender does not draw it
+    assert len(_drawing(ob)["strokes"]) == 2
+    camera.data.clip_end = 9.0  # now the plus too is beyond Clip End: nothing shows
+    with pytest.raises(export.ExportError, match="outside its clip range"):
+        _drawing(ob)
+    camera.data.clip_start, camera.data.clip_end = 0.1, 100.0
+    ob.data.layers["Lines"].rotation = (0.0, 0.0, 1.2)  # the plus turned out of the image plane: it spans depths
+    camera.data.clip_end = 10.0
+    with pytest.raises(export.ExportError, match="Blender cuts it there"):
+        _drawing(ob)
+
+
+def test_an_object_hidden_in_the_viewport_is_refused(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    ob.hide_set(True)
+    with pytest.raises(addon_module("export").ExportError, match="'Sketch' is hidden in the viewport"):
+        _drawing(ob)
+    ob.hide_set(False)
+    ob.hide_viewport = True
+    with pytest.raises(addon_module("export").ExportError, match="hidden in the viewport"):
+        _drawing(ob)
+
+
+def test_an_object_without_materials_fills_as_blenders_default_material_does(scene) -> None:
+    add_camera()
+    ob = add_drawing(BOX)
+    layer = ob.data.layers["Lines"]
+    _set_curve_attribute(layer, "cyclic", "BOOLEAN", np.array([True]))
+    _set_curve_attribute(layer, "fill_id", "INT", np.array([1], np.int32))
+    assert not ob.material_slots
+    (box,) = _drawing(ob)["strokes"]
+    if bpy.app.version >= (5, 1, 0):  # the default material fills, black, where a stroke has a fill_id
+        assert box["fill"] == 1.0 and box["fill_color"] == 0.0 and box["opacity"] == 1.0
+    else:  # before 5.1 the default material draws lines only
+        assert "fill" not in box and box["opacity"] == 1.0
+
+
+def test_a_flip_effect_mirrors_what_goes_out_and_the_results_show_as_generated(scene) -> None:
+    add_camera()
+    aside = {"strokes": [{"points": [[0.15, 0.3], [0.3, 0.35], [0.35, 0.45]], "radius": [0.01] * 3}]}
+    ob = add_drawing(aside)
+    plain = _points(_export(ob)[0])
+    flip = ob.shader_effects.new("Flip", "FX_FLIP")
+    flip.use_flip_x, flip.use_flip_y = True, False
+    assert np.allclose(_points(_export(ob)[0]), np.c_[1 - plain[:, 0], plain[:, 1]], atol=1e-5)
+    flip.use_flip_y = True
+    assert np.allclose(_points(_export(ob)[0]), 1 - plain, atol=1e-5)
+    again = ob.shader_effects.new("Flip back", "FX_FLIP")
+    again.use_flip_x, again.use_flip_y = True, False  # two flips of x cancel
+    assert np.allclose(_points(_export(ob)[0]), np.c_[plain[:, 0], 1 - plain[:, 1]], atol=1e-5)
+    again.show_viewport = False  # an effect switched off in the viewport does nothing
+    generated = {"strokes": [{"points": [[0.6, 0.3], [0.8, 0.6]], "radius": [0.01, 0.01]}]}
+    _layer(ob, "Generated", generated)  # written back through the job's placement, which keeps the flips
+    ob.data.layers["Lines"].hide = True
+    assert np.allclose(_points(_export(ob)[0]), generated["strokes"][0]["points"], atol=1e-5)  # shown as generated
+
+
+def test_flat_caps_go_out_flat_and_closed_strokes_have_none(scene) -> None:
+    add_camera()
+    ob = add_drawing({"strokes": [*SQUARE["strokes"], BOX["strokes"][0]]})
+    layer = ob.data.layers["Lines"]
+    _set_curve_attribute(layer, "start_cap", "INT8", np.array([1, 0, 1], np.int8))  # Blender's FLAT is 1
+    _set_curve_attribute(layer, "end_cap", "INT8", np.array([1, 1, 1], np.int8))
+    _set_curve_attribute(layer, "cyclic", "BOOLEAN", np.array([False, False, True]))
+    sent = _drawing(ob)["strokes"]
+    assert [(s.get("start_cap"), s.get("end_cap")) for s in sent] == [("flat", "flat"), (None, "flat"), (None, None)]
+    row = np.asarray(rasterize_strokes(_drawing(ob), 64, 64))[32]
+    ink = np.flatnonzero(row < 128)
+    assert (ink.min(), ink.max()) == (19, 44)  # the horizontal line ends at x 0.3 and 0.7, no cap past them

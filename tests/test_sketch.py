@@ -126,11 +126,38 @@ def test_stroke_opacity_and_per_point_radius() -> None:
         (strokes({"points": [[0, 0], [1, 1]]}, {"points": [[0, 0], [float("nan"), 1]]}), "Stroke 1.*finite"),
         (strokes({"points": [[0, 0], [1, 1]], "opacity": 2}), "opacity"),
         (strokes(), "blank"),
+        (strokes({"points": [[0, 0], [1, 1]], "end_cap": "square"}), "'end_cap' is 'square', not 'round' or 'flat'"),
+        (strokes({"points": [[0, 0], [150, 1]]}), "within -100..101"),
+        ({**strokes({"points": [[0, 0], [1, 1]]}), "frame": [0, 0.5, 1, 0.2]}, "'frame' is"),
+        ({**strokes({"points": [[0, 0], [1, 1]]}), "frame": [0, 0, 1, True]}, "'frame' is"),
     ],
 )
 def test_bad_strokes_get_specific_errors(data: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         rasterize_strokes(data, 64, 64)
+
+
+def test_flat_caps_end_a_line_at_its_end_points_and_round_ones_reach_a_radius_past_them() -> None:
+    line = {"points": [[0.25, 0.5], [0.75, 0.5]], "radius": 0.05}  # caps of 3.2 px at 64 px
+    round_ink = np.flatnonzero(np.asarray(rasterize_strokes(strokes(line), 64, 64))[32] < 128)
+    flat = {**line, "start_cap": "flat", "end_cap": "flat"}
+    flat_ink = np.flatnonzero(np.asarray(rasterize_strokes(strokes(flat), 64, 64))[32] < 128)
+    assert (round_ink.min(), round_ink.max()) == (13, 50)  # 16 - 3.2 .. 48 + 3.2
+    assert (flat_ink.min(), flat_ink.max()) == (16, 47)  # columns 16..47: x 0.25..0.75
+    closed = {**flat, "points": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75]], "cyclic": True}
+    assert np.array_equal(  # a closed stroke has no ends: its caps do not matter
+        np.asarray(rasterize_strokes(strokes(closed), 64, 64)),
+        np.asarray(rasterize_strokes(strokes({**closed, "start_cap": "round", "end_cap": "round"}), 64, 64)),
+    )
+
+
+def test_only_the_frame_shows_and_points_may_reach_far_past_it() -> None:
+    far = {"points": [[0.5, 0.5], [60.0, 0.5]], "radius": 0.3}  # a wide line from the centre far to the right
+    letterboxed = {**strokes(far), "frame": [0.0, 0.25, 1.0, 0.75]}
+    image = np.asarray(rasterize_strokes(letterboxed, 64, 64))
+    assert (image[:16] == 255).all() and (image[48:] == 255).all()  # the band around the frame is paper
+    assert (image[16:48, 40:] == 0).all()  # the line, up to the frame's edges
+    assert np.array_equal(np.asarray(rasterize_strokes(strokes(far), 64, 64))[16:48], image[16:48])
 
 
 def _square(x0: float, y0: float, x1: float, y1: float, **fields) -> dict:

@@ -23,8 +23,16 @@ Stroke schema (version 1; what the Blender add-on sends)::
 x, y are in [0, 1] across the frame from edge to edge (the camera frame's u, v),
 origin top-left, y down, so pixel column i spans [i/W, (i+1)/W]; radius is a
 fraction of the frame width (a number, or one per point); opacity is 0..1.
-Optional per stroke: "cyclic": true (a closed stroke, its last point joins the
-first) and "id" (traced strokes: the same line keeps its id across a clip).
+Points may lie up to REACH frame sizes outside the frame (a long line or a
+large shape shows the part inside). Optional per stroke: "cyclic": true (a
+closed stroke, its last point joins the first), "id" (traced strokes: the
+same line keeps its id across a clip) and, API v3, "start_cap" / "end_cap":
+"round" (the default) or "flat" (the line ends at its end point, as Grease
+Pencil's flat caps; a closed stroke has none).
+
+Optional, API v3: "frame": [x0, y0, x1, y1], the part of the square that shows
+(a camera frame letterboxed into the square); the rest is paper, as the camera
+shows nothing there.
 
 Colour and fills, optional per stroke (API v3), as Grease Pencil draws them:
 "color" is the gray of the line (0 black, the default, .. 1 white: paper, as a
@@ -47,9 +55,8 @@ it with the layer's mode, one of BLEND_MODES, by Blender's formulas
 
 Layer masks (Grease Pencil's), optional: a stroke with "mask": i shows only
 where mask i covers. "mask_layers" lists the strokes of the layers that mask
-([{"strokes": [...]}, ...]; their points may lie up to MASK_REACH frame sizes
-outside the frame; "fill", "fill_id" and "opacity" as above; their gray does
-not matter). "masks" lists, per mask, the mask layers folded in order
+([{"strokes": [...]}, ...]; "fill", "fill_id" and "opacity" as above; their
+gray does not matter). "masks" lists, per mask, the mask layers folded in order
 ([[{"layer": k, "invert": false}, ...], ...]): plain ones add up, inverted ones
 cut away, exactly as Blender's engine does (`_mask_coverage`). The mask layers
 are not drawn by themselves: a mask layer that shows is also among "strokes".
@@ -81,7 +88,7 @@ MARGIN = 0.04  # white border added around image files when fitted to the frame
 SUPERSAMPLE = 4  # stroke rasterisation anti-aliasing factor
 MAX_STROKE_POINTS = 250_000  # all strokes together: bounds the rasterising cost
 MAX_RADIUS = 0.5  # of the frame width
-MASK_REACH = 100.0  # frame sizes a mask layer's points may lie past the frame
+REACH = 100.0  # frame sizes a point may lie past the frame (a large shape that shows only what lies inside)
 MAX_MASK_LAYERS = 256  # Blender's limit too (GP_MAX_MASKBITS): later layers cannot mask
 MAX_MASK_USES = 256  # mask layer uses over all masks: bounds the full-canvas folding work
 MAX_FILL_ID = 2**31 - 1  # Blender's fill_id is a 32-bit integer
@@ -333,8 +340,9 @@ class _Stroke:
     """A parsed stroke: points (N, 2) in frame widths/heights (closed strokes
     end on their first point), radii (N,) in frame widths, its line's opacity
     and gray (0..1), the opacity and gray of the region it encloses (fill 0:
-    not filled), its fill group (0: it fills alone) and the index of its mask
-    in "masks" (-1: none)."""
+    not filled), its fill group (0: it fills alone), the index of its mask
+    in "masks" (-1: none) and of its layer in "layers" (-1: none), and whether
+    its start and end are cut flat (else round)."""
 
     points: np.ndarray
     radius: np.ndarray
@@ -345,6 +353,16 @@ class _Stroke:
     fill_id: int = 0
     mask: int = -1
     layer: int = -1
+    flat_start: bool = False
+    flat_end: bool = False
+
+
+def _flat_cap(index: int, stroke: dict, name: str, where: str) -> bool:
+    """Whether the stroke's optional cap `name` ("round", the default, or "flat") is flat."""
+    cap = stroke.get(name, "round")
+    if cap not in ("round", "flat"):
+        raise _stroke_error(index, f"'{name}' is {cap!r}, not 'round' or 'flat'", name, where)
+    return cap == "flat"
 
 
 def _fraction(index: int, stroke: dict, name: str, where: str) -> float:
@@ -355,13 +373,12 @@ def _fraction(index: int, stroke: dict, name: str, where: str) -> float:
     return float(value)
 
 
-def _parse_stroke(index: int, stroke: Any, where: str = "strokes", reach: float = 1.0) -> _Stroke:
-    """Points may leave the frame by up to `reach` frame sizes (1 for the
-    drawing: -1..2; MASK_REACH for a mask layer: a large shape that cuts only
-    what lies inside it); a radius is at most MAX_RADIUS."""
+def _parse_stroke(index: int, stroke: Any, where: str = "strokes") -> _Stroke:
+    """Points may leave the frame by up to REACH frame sizes; a radius is at
+    most MAX_RADIUS."""
     if not isinstance(stroke, dict) or "points" not in stroke:
         raise _stroke_error(index, "must be an object with 'points'", where=where)
-    points = _numbers(index, "points", stroke["points"], -reach, 1.0 + reach, where)
+    points = _numbers(index, "points", stroke["points"], -REACH, 1.0 + REACH, where)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
         raise _stroke_error(index, "'points' must be a non-empty list of [x, y] pairs", "points", where)
     radius = _numbers(index, "radius", stroke.get("radius", 0.003), 0.0, MAX_RADIUS, where)
@@ -374,8 +391,10 @@ def _parse_stroke(index: int, stroke: Any, where: str = "strokes", reach: float 
     if isinstance(fill_id, bool) or not isinstance(fill_id, int) or not 0 <= fill_id <= MAX_FILL_ID:
         raise _stroke_error(index, f"'fill_id' is {fill_id!r}, not a whole number 0..{MAX_FILL_ID}", "fill_id", where)
     radius = np.broadcast_to(radius, (len(points),))
+    flat_start, flat_end = (_flat_cap(index, stroke, name, where) for name in ("start_cap", "end_cap"))
     if stroke.get("cyclic") is True and len(points) > 2:  # a closed stroke: its last point joins the first
         points, radius = np.vstack([points, points[:1]]), np.r_[radius, radius[:1]]
+        flat_start = flat_end = False  # no ends, no caps
     return _Stroke(
         points,
         radius,
@@ -384,6 +403,8 @@ def _parse_stroke(index: int, stroke: Any, where: str = "strokes", reach: float 
         fill=_fraction(index, stroke, "fill", where),
         fill_color=_fraction(index, stroke, "fill_color", where),
         fill_id=fill_id,
+        flat_start=flat_start,
+        flat_end=flat_end,
     )
 
 
@@ -403,7 +424,7 @@ def _parse_masks(data: dict[str, Any]) -> tuple[list[list[_Stroke]], list[list[t
         if not isinstance(layer, dict) or not isinstance(layer.get("strokes"), list):
             raise _mask_error(f"mask_layers[{k}]", "must be an object with a 'strokes' list")
         where = f"mask_layers[{k}].strokes"
-        layers.append([_parse_stroke(j, stroke, where, MASK_REACH) for j, stroke in enumerate(layer["strokes"])])
+        layers.append([_parse_stroke(j, stroke, where) for j, stroke in enumerate(layer["strokes"])])
     if not isinstance(masks_data, list):
         raise _mask_error("masks", "must be a list of masks")
     masks, uses = [], 0
@@ -450,6 +471,24 @@ def _parse_layers(data: dict[str, Any]) -> list[str]:
     return blends
 
 
+def _parse_frame(data: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """The optional "frame" [x0, y0, x1, y1]: the part of the square that shows."""
+    frame = data.get("frame")
+    if frame is None:
+        return None
+    numbers = (
+        frame if isinstance(frame, list) and len(frame) == 4 and all(type(v) in (int, float) for v in frame) else None
+    )
+    if numbers is None or not (0 <= numbers[0] < numbers[2] <= 1 and 0 <= numbers[1] < numbers[3] <= 1):
+        raise FieldError(
+            "frame",
+            f"'frame' is {frame!r}, not [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1.",
+            "Send the camera frame's rectangle inside the square, or leave 'frame' out.",
+        )
+    x0, y0, x1, y1 = (float(v) for v in numbers)
+    return x0, y0, x1, y1
+
+
 def _index_field(index: int, stroke: dict, name: str, count: int, what: str) -> int:
     """The stroke's optional index `name` into a list of `count` `what` (-1 when absent)."""
     value = stroke.get(name)
@@ -473,7 +512,7 @@ Drawn = tuple[tuple[slice, slice], np.ndarray]  # where on the canvas (rows, col
 
 
 def _draw_line(stroke: _Stroke, big_w: int, big_h: int) -> Drawn | None:
-    """The stroke's line (round caps and joints), 0/255 over its box; None
+    """The stroke's line (round joints, round or flat caps), 0/255 over its box; None
     when it lies wholly outside the canvas. Each stroke is drawn only within
     its box, so the cost follows its extent, not the canvas size."""
     xy = stroke.points * (big_w, big_h) - 0.5  # PIL puts pixel centres at integers
@@ -492,7 +531,9 @@ def _draw_line(stroke: _Stroke, big_w: int, big_h: int) -> Drawn | None:
             normal = np.array([p0[1] - p1[1], p1[0] - p0[0]]) / length
             quad = [p0 + normal * r0, p1 + normal * r1, p1 - normal * r1, p0 - normal * r0]
             draw.polygon([tuple(q) for q in quad], fill=255)
-    for (x, y), r in zip(xy, radii, strict=True):  # round caps and joints
+    ends = len(xy) > 1
+    rounded = slice(1 if ends and stroke.flat_start else 0, len(xy) - 1 if ends and stroke.flat_end else len(xy))
+    for (x, y), r in zip(xy[rounded], radii[rounded], strict=True):  # round joints and caps
         draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
     return (slice(y0, y1), slice(x0, x1)), np.asarray(layer)
 
@@ -643,6 +684,7 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
         raise InputError("Stroke data has no 'strokes' list.", "Send at least one stroke.")
     layers, masks = _parse_masks(data)
     blends = _parse_layers(data)
+    shown = _parse_frame(data)
     parsed, total_points = [], 0
     for index, stroke in enumerate(strokes):
         parsed.append(_parse_stroke(index, stroke))
@@ -688,6 +730,11 @@ def rasterize_strokes(data: dict[str, Any], width: int = 256, height: int = 256)
         buffered = layer
     if buffer is not None:
         buffer.blend_onto(canvas, blends[buffered])
+    if shown is not None:  # only the camera frame shows: paper around it
+        x0, y0, x1, y1 = (round(v * n) for v, n in zip(shown, (big_w, big_h, big_w, big_h), strict=True))
+        inside = canvas[y0:y1, x0:x1].copy()
+        canvas[...] = 1.0
+        canvas[y0:y1, x0:x1] = inside
     small = canvas.reshape(height, SUPERSAMPLE, width, SUPERSAMPLE).mean(axis=(1, 3))
     # rounded down, so a half-opaque black line on white is 127 (ink rounded up)
     gray = np.clip(np.floor(small * 255.0 + 1e-3), 0, 255).astype(np.uint8)
