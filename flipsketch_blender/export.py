@@ -86,6 +86,12 @@ class Placement:
     point: list[float]  # a world point on the drawing plane (its centroid)
     normal: list[float]  # the plane's normal: the camera's viewing axis (parallel to the image plane)
     flip: list[bool] = field(default_factory=lambda: [False, False])  # the object's Flip effects: [x, y]
+    object_matrix: list[list[float]] | None = None  # the object's world matrix then (None: jobs made before it)
+
+    def object_to_world(self, ob) -> np.ndarray:
+        """(4, 4) `ob`'s world matrix at job time: results written into the
+        object land where the drawing was, wherever the object is now."""
+        return np.array(self.object_matrix if self.object_matrix is not None else ob.matrix_world)
 
     def frame(self) -> Frame:
         return Frame(np.array(self.matrix), self.aspect)
@@ -478,6 +484,7 @@ def export_drawing(
                 f"'{ob.name}' is hidden in the viewport at frame {frame_number} (its eye or monitor icon, or its "
                 "collection's). Show it to animate it."
             )
+        object_matrix = np.array(ob.evaluated_get(depsgraph).matrix_world).tolist()
         evaluated = ob.evaluated_get(depsgraph).data
         layers = _layers_to_send(ob, evaluated, active_layer_only, only_layer)
         sent = _gather(ob, evaluated, layers, frame_number, depsgraph)
@@ -506,6 +513,7 @@ def export_drawing(
         point=gathered.world.mean(axis=0).tolist(),
         normal=frame.image_plane_normal().tolist(),
         flip=flip,
+        object_matrix=object_matrix,
     )
     return drawing, placement
 

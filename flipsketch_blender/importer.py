@@ -102,9 +102,10 @@ def _ink_material(ob) -> int:
 def write_traced(ob, layer, traced: dict, first_frame: int, timing: int, placement: Placement) -> None:
     """Traced strokes -> keyframes on `layer` from `first_frame`, on the drawing's plane."""
     frame, point, normal = placement.frame(), np.array(placement.point), np.array(placement.normal)
-    to_local = np.linalg.inv(np.array(ob.matrix_world @ layer.matrix_local))
+    object_matrix = placement.object_to_world(ob)
+    to_local = np.linalg.inv(object_matrix @ np.array(layer.matrix_local))
     side = float(np.linalg.norm(_card(placement)[:3, 0]))
-    scale = 1.0 / line_scale(ob.matrix_world)  # the radius that Blender draws as the traced width
+    scale = 1.0 / line_scale(object_matrix)  # the radius that Blender draws as the traced width
     material = _ink_material(ob)
     for k, drawing in enumerate(traced["frames"]):
         strokes = drawing["strokes"]

@@ -950,3 +950,25 @@ def test_flat_caps_go_out_flat_and_closed_strokes_have_none(scene) -> None:
     row = np.asarray(rasterize_strokes(_drawing(ob), 64, 64))[32]
     ink = np.flatnonzero(row < 128)
     assert (ink.min(), ink.max()) == (19, 44)  # the horizontal line ends at x 0.3 and 0.7, no cap past them
+
+
+def test_results_land_where_the_drawing_was_at_job_time_on_an_animated_object(scene) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    ob.keyframe_insert("location", frame=1)
+    ob.location.x += 2.0
+    ob.scale = (1.0, 3.0, 1.0)
+    ob.keyframe_insert("location", frame=20)
+    ob.keyframe_insert("scale", frame=20)
+    scene.frame_set(1)
+    ob.scale = (1.0, 1.0, 1.0)
+    ob.keyframe_insert("scale", frame=1)
+    placement = _export(ob)[1]  # the job, at frame 1
+    scene.frame_set(20)  # the artist scrubs while it runs: the object has moved and grown
+    layer = addon_module("importer").add_traced_layer(ob, "Generated", {"frames": [SQUARE]}, 1, 1, placement)
+    scene.frame_set(1)
+    ob.data.layers["Lines"].hide = True
+    sent = _export(ob)[0]
+    assert layer.name == "Generated"
+    assert np.abs(_points(sent) - _points(SQUARE["strokes"])).max() * PX < 0.01  # where the drawing was
+    assert _radii(sent) == pytest.approx(_radii(SQUARE["strokes"]), rel=1e-4)  # as wide as generated
