@@ -349,3 +349,8 @@ def cancel_job(key: str) -> bool:
 
 def running_jobs() -> int:
     return len(_active)
+
+
+def is_running(key: str) -> bool:
+    """Whether the job's thread is still at work."""
+    return key in _active

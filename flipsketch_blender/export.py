@@ -10,18 +10,18 @@ nothing (material hidden or showing neither line nor fill, zero opacity from
 the Opacity modifier, the layer or the material's colour; before Blender 5.1
 the material's Stroke and Fill switches say what a stroke shows, from 5.1 the
 stroke's own hide_stroke and fill_id do). Closed strokes (Box, Circle tools)
-go out closed, open ones with their caps (round or flat). Only what the camera frame shows goes out: strokes wholly
-outside the frame, behind the camera or outside its clip range are left out,
-and where strokes cross the frame's edge the backend cuts them there ("frame");
-an object hidden in the viewport is refused. The object's Flip shader effects
-mirror what goes out, as they mirror it on screen (the Placement keeps them,
-so the results written back into the object are mirrored once more and show
-as generated); its other shader effects (blur, shadow, wave...) are not
-applied. Line widths scale with the
-object's transform only (Blender's `mat3_to_scale`), not the layer's or its
-parent's. Point opacity is multiplied by the layer's opacity and the
-alpha of its material's colour (a fill's: the fill colour's alpha times the
-stroke's fill opacity; point opacity does not touch fills).
+go out closed, open ones with their caps (round or flat). Only what the camera
+frame shows goes out: strokes wholly outside the frame, behind the camera or
+outside its clip range are left out, and where strokes cross the frame's edge
+the backend cuts them there ("frame"); an object hidden in the viewport is
+refused. The object's Flip shader effects mirror what goes out, as they mirror
+it on screen (the Placement keeps them, so the results written back into the
+object are mirrored once more and show as generated); its other shader effects
+(blur, shadow, wave...) are not applied. Line widths scale with the object's
+transform only (Blender's `mat3_to_scale`), not the layer's or its parent's.
+Point opacity is multiplied by the layer's opacity and the alpha of its
+material's colour (a fill's: the fill colour's alpha times the stroke's fill
+opacity; point opacity does not touch fills).
 
 Fills go out as fills and colours as grays, so the backend paints the
 strokes in order as Blender does and a later fill hides the lines under it.

@@ -19,11 +19,12 @@ from .gpencil import write_strokes
 INK_MATERIAL = "FlipSketch Ink"
 
 
-def hold_sequence(folder: Path, timing: int, sequence: Path | None = None, first_number: int = 1) -> Path:
-    """frame_*.png -> seq_NNNN.png with each frame held `timing` scene frames
-    (image sequences play one file per scene frame). An extension appends to
-    its parent's `sequence` folder, continuing the numbering."""
-    sequence = sequence or folder / "sequence"
+def hold_sequence(folder: Path, timing: int, first_number: int = 1) -> Path:
+    """frame_*.png -> `folder`/sequence/seq_NNNN.png from `first_number`, each
+    frame held `timing` scene frames (image sequences play one file per scene
+    frame); the first file. An extension or a regenerated segment numbers its
+    files as they go into its parent's sequence (`publish_sequence`)."""
+    sequence = folder / "sequence"
     sequence.mkdir(exist_ok=True)
     number = first_number
     for frame in sorted(folder.glob("frame_*.png")):
@@ -31,6 +32,17 @@ def hold_sequence(folder: Path, timing: int, sequence: Path | None = None, first
             shutil.copyfile(frame, sequence / f"seq_{number:04d}.png")
             number += 1
     return sequence / f"seq_{first_number:04d}.png"
+
+
+def publish_sequence(variant: dict, sequence: Path) -> None:
+    """Move a variant's held files into the clip's `sequence` folder (main
+    thread, once its keyframes are in): files of the same numbers, the
+    segment's old frames, are replaced; until then the clip is untouched.
+    Raises FileNotFoundError when the folder is gone."""
+    if not sequence.is_dir():
+        raise FileNotFoundError(f"the clip's image folder {sequence} is gone")
+    for file in sorted(Path(variant["first"]).parent.glob("seq_*.png")):
+        shutil.move(file, sequence / file.name)
 
 
 def blend_relative(path: str) -> str:
@@ -51,10 +63,12 @@ def _card(placement: Placement) -> np.ndarray:
     return placement.frame().square_card(np.array(placement.point))
 
 
-def add_image_sequence(name: str, first_file: Path, count: int, start: int, placement: Placement) -> bpy.types.Object:
-    """An image empty playing the sequence from scene frame `start` for `count`
-    frames, covering the square frame exactly as the camera saw it at job time
-    (lens shift, orthographic, any aspect), at the drawing's depth."""
+def add_image_sequence(
+    name: str, first_file: Path, count: int, start: int, placement: Placement, scene
+) -> bpy.types.Object:
+    """An image empty in `scene` playing the sequence from scene frame `start`
+    for `count` frames, covering the square frame exactly as the camera saw it
+    at job time (lens shift, orthographic, any aspect), at the drawing's depth."""
     image = bpy.data.images.load(str(first_file), check_existing=False)
     image.source = "SEQUENCE"
     image.name = name
@@ -73,7 +87,7 @@ def add_image_sequence(name: str, first_file: Path, count: int, start: int, plac
     user = empty.image_user
     user.frame_start, user.frame_duration, user.frame_offset = start, count, 0
     user.use_auto_refresh, user.use_cyclic = True, False
-    bpy.context.scene.collection.objects.link(empty)
+    scene.collection.objects.link(empty)
     return empty
 
 
@@ -133,7 +147,9 @@ def add_traced_layer(ob, name: str, traced: dict, start: int, timing: int, place
 def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | None = None) -> dict:
     """File work for an import, done in the job's thread (no bpy): read the
     run record and traced strokes, and lay out the held image sequences.
-    `append_to` = (parent sequence folder, next file number) for an extension.
+    `append_to` = (parent sequence folder, first file number) for an
+    extension or a regenerated segment: its files are numbered to go there
+    (publish_sequence, at import).
     Variants come best first with their "score" and "hidden" (below the job's
     min_score), as the run record ranks them; a record without a ranking
     (an older backend) gives them in seed order, unranked (score -1).
@@ -144,7 +160,7 @@ def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | Non
     for entry in record.get("variants") or unranked:
         folder = results if entry["folder"] == "." else client_library().inside(results, entry["folder"])
         traced = json.loads((folder / "strokes.json").read_text(encoding="utf-8"))
-        sequence, number = (Path(append_to[0]), append_to[1]) if append_to else (None, 1)
+        number = append_to[1] if append_to else 1
         variants.append(
             {
                 "seed": entry["seed"],
@@ -152,10 +168,10 @@ def prepare_results(results: Path, timing: int, append_to: tuple[str, int] | Non
                 "hidden": entry.get("hidden", False),
                 "folder": entry["folder"],
                 "traced": traced,
-                "first": str(hold_sequence(folder, timing, sequence, number)),
+                "first": str(hold_sequence(folder, timing, number)),
             }
         )
-    return {"record": record, "variants": variants}
+    return {"record": record, "variants": variants, "sequence": append_to[0] if append_to else None}
 
 
 def _record_job(job, layers: list[str], placement: Placement, prepared: dict) -> None:
@@ -175,7 +191,7 @@ def import_results(job, ob, prepared: dict) -> list[str]:
         layer = add_traced_layer(ob, label, variant["traced"], job.frame, job.timing, placement)
         layer.hide = index > 0
         count = len(variant["traced"]["frames"]) * job.timing
-        empty = add_image_sequence(label, Path(variant["first"]), count, job.frame, placement)
+        empty = add_image_sequence(label, Path(variant["first"]), count, job.frame, placement, job.id_data)
         empty.hide_viewport = index > 0
         if index == 0:
             job.sequence_object = empty.name
@@ -186,24 +202,43 @@ def import_results(job, ob, prepared: dict) -> list[str]:
 
 
 def import_extension(job, ob, prepared: dict) -> list[str]:
-    """Append an extension after its parent's last keyframe on the same layer,
-    and to the same image sequence (the join frame is not repeated)."""
+    """Append an extension after its parent's last drawing on the same layer,
+    and to the same image sequence (the join frame is not repeated). Empty
+    keyframes where its drawings go (a storyboard clip's end) move after them,
+    so the clip still ends empty; a drawing there is never overwritten
+    (ValueError, before anything changes)."""
     placement = Placement(**json.loads(job.placement))
     traced = prepared["variants"][0]["traced"]
     layer = ob.data.layers[job.target_layer]
-    job.first_key, job.key_count = job.frame + job.timing, len(traced["frames"])
-    write_traced(ob, layer, traced, job.first_key, job.timing, placement)
+    first, count = job.frame + job.timing, len(traced["frames"])
+    end = first + count * job.timing  # the frame after the extension's last drawing ends
+    strokes = {frame.frame_number: len(frame.drawing.strokes) for frame in layer.frames}  # keyframe -> strokes
+    in_the_way = [number for number in strokes if first <= number < end]
+    drawn = [number for number in in_the_way if strokes[number]]
+    if drawn:
+        raise ValueError(
+            f"the layer '{layer.name}' already has drawings at frames {drawn}, where the extension goes; "
+            "move them and extend again"
+        )
+    for number in in_the_way:
+        layer.frames.remove(number)
+    job.first_key, job.key_count = first, count
+    write_traced(ob, layer, traced, first, job.timing, placement)
+    if in_the_way and end not in strokes:
+        write_strokes(layer, end, [], [])  # the clip ends empty, as it did
     empty = bpy.data.objects.get(job.sequence_object)
-    if empty is not None:
-        empty.image_user.frame_duration += len(traced["frames"]) * job.timing
+    if empty is not None and prepared["sequence"]:
+        publish_sequence(prepared["variants"][0], Path(prepared["sequence"]))
+        empty.image_user.frame_duration += count * job.timing
     _record_job(job, [layer.name], placement, prepared)
     return [layer.name]
 
 
 def replace_segment(job, old, ob, prepared: dict) -> list[str]:
     """A regenerated segment takes the place of `old` on the same layer (its
-    keyframes) and in the same image sequence (files already rewritten by the
-    job's thread); the other segments are not touched."""
+    keyframes) and in the same image sequence (its files, numbered for it by
+    the job's thread, moved in once the keyframes are in); the other segments
+    are not touched."""
     placement = Placement(**json.loads(job.placement))
     traced = prepared["variants"][0]["traced"]
     layer = ob.data.layers[job.target_layer]
@@ -212,6 +247,8 @@ def replace_segment(job, old, ob, prepared: dict) -> list[str]:
             layer.frames.remove(old.first_key + k * old.timing)
     job.first_key, job.key_count = old.first_key, len(traced["frames"])
     write_traced(ob, layer, traced, job.first_key, job.timing, placement)
+    if prepared["sequence"]:
+        publish_sequence(prepared["variants"][0], Path(prepared["sequence"]))
     old.state, old.message = "replaced", f"Replaced by job {job.key}."
     _record_job(job, [layer.name], placement, prepared)
     return [layer.name]

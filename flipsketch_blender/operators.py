@@ -86,10 +86,21 @@ def _run_record(key: str) -> dict | None:
 
 
 def _sequence_folder(empty) -> Path | None:
-    """The folder of an image empty's sequence, or None when the empty or its image is gone."""
+    """The folder of an image empty's sequence, or None when the empty, its
+    image or the folder is gone."""
     if empty is None or empty.data is None or not empty.data.filepath:
         return None
-    return Path(bpy.path.abspath(empty.data.filepath)).parent
+    folder = Path(bpy.path.abspath(empty.data.filepath)).parent
+    return folder if folder.is_dir() else None
+
+
+def _layer_busy(op, object_name: str, layer: str) -> bool:
+    """Whether another job will write into the layer (then reported on `op`):
+    two at once would both write the same frames."""
+    key = runtime.layer_in_use(object_name, layer)
+    if key is not None:
+        op.report({"ERROR"}, f"Job {key} is still writing into the layer '{layer}': wait for it or cancel it.")
+    return key is not None
 
 
 class FLIPSKETCH_OT_extend(bpy.types.Operator):
@@ -123,9 +134,10 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
         sequence_object, camera_name = parent.sequence_object, parent.camera_name
         if from_layer is not None:  # the layer's last keyframe, as the artist left it
             ob, layer = context.active_object, gp_data(context.active_object).layers.active
-            last = max((frame.frame_number for frame in layer.frames), default=None)
+            drawn = (frame.frame_number for frame in layer.frames if len(frame.drawing.strokes))
+            last = max(drawn, default=None)  # not a storyboard clip's empty end keyframe
             if last is None:
-                self.report({"ERROR"}, f"The layer '{layer.name}' has no keyframes left to continue from.")
+                self.report({"ERROR"}, f"The layer '{layer.name}' has no drawings left to continue from.")
                 return {"CANCELLED"}
             try:
                 strokes, _ = export_drawing(ob, last, placement.frame(), active_layer_only=True)
@@ -145,13 +157,17 @@ class FLIPSKETCH_OT_extend(bpy.types.Operator):
             folder = _sequence_folder(context.active_object)
             files = sorted(folder.glob("seq_*.png")) if folder is not None else []
             if len(files) < user.frame_duration:
-                self.report({"ERROR"}, f"The clip's image files are gone from {folder}: extend from its layer instead.")
+                self.report({"ERROR"}, "The clip's image files are gone: extend from its layer instead.")
                 return {"CANCELLED"}
             sketch = {"sketch_png": files[user.frame_duration - 1].read_bytes()}
+        if _layer_busy(self, ob.name, layer.name):
+            return {"CANCELLED"}
         settings = context.scene.flipsketch
         params = {**settings.params(), "variants": 1, "prompt": settings.prompt.strip() or parent_prompt}
         empty = bpy.data.objects.get(sequence_object)
         folder = _sequence_folder(empty)
+        if empty is not None and folder is None:
+            self.report({"WARNING"}, f"The image files of '{empty.name}' are gone: only the layer is extended.")
         append_to = (str(folder), empty.image_user.frame_duration + 1) if empty and folder is not None else None
         spec = JobSpec(
             kind=JobKind.EXTEND,
@@ -197,6 +213,8 @@ class FLIPSKETCH_OT_regenerate(bpy.types.Operator):
         if layer is None:
             self.report({"ERROR"}, f"The layer '{names[0]}' is gone: nothing to regenerate into.")
             return {"CANCELLED"}
+        if _layer_busy(self, ob.name, layer.name):
+            return {"CANCELLED"}
         placement, record = _placement(old), _run_record(old.key)
         if placement is None or record is None or "params" not in record:
             self.report(
@@ -214,7 +232,11 @@ class FLIPSKETCH_OT_regenerate(bpy.types.Operator):
         empty = bpy.data.objects.get(old.sequence_object)
         folder = _sequence_folder(empty)
         if empty is not None and folder is None:
-            self.report({"ERROR"}, f"The image sequence '{empty.name}' has lost its image: cannot redo its frames.")
+            self.report(
+                {"ERROR"},
+                f"The image sequence '{empty.name}' has lost its image or its files: cannot redo its frames. "
+                "Restore them, or delete the image sequence to regenerate the layer alone.",
+            )
             return {"CANCELLED"}
         spec = JobSpec(
             kind=JobKind.REGENERATE,

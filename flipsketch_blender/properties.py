@@ -148,6 +148,7 @@ class FLIPSKETCH_PG_shot(bpy.types.PropertyGroup):
     state: StringProperty(name="State", default="todo", description="todo, queued, done or failed")
     message: StringProperty(name="Message", description="Why the shot failed, or what it last reported")
     job_key: StringProperty(name="Job", description="Key of the shot's latest job")
+    previous_job_key: StringProperty(name="Previous job", description="Key of the job whose clip the latest replaces")
 
 
 class FLIPSKETCH_PG_settings(bpy.types.PropertyGroup):

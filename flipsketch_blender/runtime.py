@@ -27,7 +27,7 @@ import bpy
 
 from . import backend, importer
 from .export import Placement
-from .job_states import ENDED_STATES, JobKind, JobState
+from .job_states import ACTIVE_STATES, ENDED_STATES, JobKind, JobState
 from .preferences import addon_preferences
 from .properties import FLIPSKETCH_PG_job, scene_settings
 
@@ -161,7 +161,7 @@ def queue_job(op, context, spec: JobSpec) -> str | None:
     key, job = _new_row(context, spec.kind, spec.params["prompt"], "")
     out_dir = root / f"{bpy.path.clean_name(spec.object_name)}_f{spec.frame:04d}_{key}"
     job.out_dir, job.object_name, job.camera_name, job.shot_name = (
-        str(out_dir),
+        importer.blend_relative(str(out_dir)),  # the .blend and its results can move together
         spec.object_name,
         spec.camera_name,
         spec.shot_name,
@@ -239,9 +239,38 @@ def _record_variants(job, variants: list[dict], layers: list[str]) -> None:
         job.message = f"The best of {len(variants)} variants imported; the others' files are in the folder."
 
 
+def job_folder(job) -> Path:
+    """The job's output folder (stored relative to the .blend where it can be)."""
+    return Path(bpy.path.abspath(job.out_dir))
+
+
 def best_sequence_folder(job) -> Path:
     """The held image sequence of the job's best imported variant."""
-    return Path(job.out_dir) / (job.variants[0].folder if job.variants else ".") / "sequence"
+    return job_folder(job) / (job.variants[0].folder if job.variants else ".") / "sequence"
+
+
+def layer_in_use(object_name: str, layer: str) -> str | None:
+    """The key of an active job that will write into `layer` of the object
+    (an extension or a regenerated segment), or None."""
+    for scene in bpy.data.scenes:
+        for job in scene_settings(scene).jobs:
+            if job.active and job.object_name == object_name and job.target_layer == layer:
+                return job.key
+    return None
+
+
+def orphaned_rows(message: str) -> None:
+    """Rows that say a job is active but whose thread is gone (the file was
+    reopened, or an undo brought back a row as it was mid-job) fail with
+    `message`: they would wait forever."""
+    for scene in bpy.data.scenes:
+        for job in scene_settings(scene).jobs:
+            if job.state in ACTIVE_STATES and not backend.is_running(job.key):
+                job.state, job.stage, job.message = (
+                    JobState.FAILED,
+                    "",
+                    f"{message} Its files are in {job_folder(job)}.",
+                )
 
 
 def _finish_animate(job, data: dict) -> None:
@@ -303,7 +332,7 @@ def _complete(job, data: dict) -> None:
         COMPLETIONS[kind](job, data)
     except Exception as exc:
         what = "Adding the LoRA to the list" if kind == JobKind.TRAIN else "Import"
-        job.state, job.message = JobState.FAILED, f"{what} failed: {exc}. Results are in {job.out_dir}."
+        job.state, job.message = JobState.FAILED, f"{what} failed: {exc}. Results are in {job_folder(job)}."
         return
     job.state = JobState.DONE if kind == JobKind.TRAIN else JobState.IMPORTED
     job.stage, job.progress = "", 1.0

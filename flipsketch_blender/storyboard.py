@@ -6,11 +6,15 @@ Blender is closed and reopened, Animate Storyboard runs only the shots that
 are not done: nothing is done twice, nothing is lost.
 """
 
+import json
+import struct
+from pathlib import Path
+
 import bpy
 from bpy.app.handlers import persistent
 
 from . import backend, runtime
-from .export import ExportError, export_drawing, scene_at
+from .export import ExportError, Placement, export_drawing, scene_at
 from .job_states import ACTIVE_STATES, JobKind
 from .projection import camera_frame
 from .properties import scene_settings
@@ -39,15 +43,51 @@ class FLIPSKETCH_OT_shots_from_markers(bpy.types.Operator):
         if not ranges:
             self.report({"ERROR"}, "The timeline has no markers: add one marker at the start of each shot (M).")
             return {"CANCELLED"}
-        kept = {shot.name: (shot.prompt, shot.object_name, shot.state) for shot in settings.shots}
+        old = [
+            {"name": s.name, "frame_start": s.frame_start, **{k: getattr(s, k) for k in KEPT}} for s in settings.shots
+        ]
         ob = context.active_object
         default_object = ob.name if ob is not None and ob.type == "GREASEPENCIL" else ""
         settings.shots.clear()
         for name, start, end in ranges:
+            values = _matching_shot(old, name, start) or {"object_name": default_object}
             shot = settings.shots.add()
             shot.name, shot.frame_start, shot.frame_end = name, start, end
-            shot.prompt, shot.object_name, shot.state = kept.get(name, ("", default_object, "todo"))
+            for key in KEPT:
+                if key in values:
+                    setattr(shot, key, values[key])
         return {"FINISHED"}
+
+
+KEPT = (
+    "object_name",
+    "prompt",
+    "frames",
+    "motion",
+    "seed",
+    "variants",
+    "state",
+    "message",
+    "job_key",
+    "previous_job_key",
+)
+
+
+def _matching_shot(old: list[dict], name: str, start: int) -> dict | None:
+    """The values of the old shot a marker's shot continues, taken out of
+    `old`: the same name and start, else the same name (a moved marker), else
+    the same start (a renamed one); None for a new marker. Markers may share
+    a name (Shift+D keeps it), so each old shot serves once."""
+    for same in (
+        lambda s: s["name"] == name and s["frame_start"] == start,
+        lambda s: s["name"] == name,
+        lambda s: s["frame_start"] == start,
+    ):
+        found = next((s for s in old if same(s)), None)
+        if found is not None:
+            old.remove(found)
+            return found
+    return None
 
 
 class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
@@ -125,7 +165,7 @@ class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
         key = runtime.queue_job(self, context, spec)
         if key is None:
             return f"Shot {shot.name}: the output folder is not writable."
-        shot.job_key = key
+        shot.previous_job_key, shot.job_key = shot.job_key, key  # a redone shot's old clip is hidden once it is in
         return ""
 
 
@@ -174,6 +214,21 @@ def end_clip(job, shot) -> str:
     return ""
 
 
+def hide_clip(job) -> None:
+    """Hide a clip that a redone shot replaces (its layers and its image card,
+    whose keyed visibility is removed); nothing is deleted."""
+    ob = bpy.data.objects.get(job.object_name)
+    if ob is not None and ob.type == "GREASEPENCIL":
+        for name in job.layer_names():
+            layer = ob.data.layers.get(name)
+            if layer is not None:
+                layer.hide = True
+    card = bpy.data.objects.get(job.sequence_object)
+    if card is not None:
+        card.animation_data_clear()
+        card.hide_viewport = card.hide_render = True
+
+
 def update_shot(job) -> None:
     """The shot of a job that ended follows it (a runtime.on_job_end listener)."""
     if not job.shot_name:
@@ -184,24 +239,39 @@ def update_shot(job) -> None:
         return
     if job.state == "imported":
         shot.state, shot.message = "done", end_clip(job, shot) or shot.message
+        previous = runtime.find_job(shot.previous_job_key)
+        if previous is not None and previous.state == "imported":
+            hide_clip(previous)
     elif job.state == "cancelled":  # not done: the next Animate Storyboard runs it
         shot.state, shot.message = "todo", "Cancelled."
     elif job.state == "failed":
         shot.state, shot.message = "failed", job.message
 
 
+def _orphaned(message: str) -> None:
+    """Rows of jobs whose thread is gone fail (runtime.orphaned_rows), and
+    shots queued on a job that is no longer active go back to do."""
+    runtime.orphaned_rows(message)
+    for scene in bpy.data.scenes:
+        for shot in scene_settings(scene).shots:
+            job = runtime.find_job(shot.job_key)
+            if shot.state == "queued" and (job is None or job.state not in ACTIVE_STATES):
+                shot.state, shot.message = "todo", message
+
+
 @persistent
 def interrupted_on_load(_file) -> None:
     """Jobs that were running when the file was saved cannot be followed after
     a restart: mark them, and put their shots back to do."""
-    for scene in bpy.data.scenes:
-        settings = scene_settings(scene)
-        for job in settings.jobs:
-            if job.state in ACTIVE_STATES:
-                job.state, job.message = "failed", "Interrupted: Blender was closed while it ran."
-        for shot in settings.shots:
-            if shot.state == "queued":
-                shot.state = "todo"
+    _orphaned("Interrupted: Blender was closed while it ran.")
+
+
+@persistent
+def interrupted_by_undo(_scene, _data=None) -> None:
+    """An undo or redo brings rows back as they were: one that says a job is
+    active after its thread has finished (its import undone) is marked, and
+    its shot goes back to do."""
+    _orphaned("Undone: its import was undone, so it is not in the scene; run it again.")
 
 
 class FLIPSKETCH_OT_cancel_storyboard(bpy.types.Operator):
@@ -237,8 +307,8 @@ class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
                 continue
             start, length = shot.frame_start, shot_length(shot)
             channel = free_channels(strips, start, start + length)
-            # FILL: the square image covers the render frame, cropped as the camera's frame was letterboxed in it
-            strip = strips.new_image(f"{shot.name}", str(files[0]), channel, start, fit_method="FILL")
+            strip = strips.new_image(f"{shot.name}", str(files[0]), channel, start, fit_method="ORIGINAL")
+            strip.transform.scale_x = strip.transform.scale_y = frame_fill(job, files[0], scene.render)
             for file in files[1:]:
                 strip.elements.append(file.name)
             strip.frame_final_duration = length  # the last drawing holds to the shot's end, never past it
@@ -255,6 +325,16 @@ class FLIPSKETCH_OT_storyboard_to_sequencer(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"{added} shot(s) added to the Sequencer; render the animation to get the animatic.")
         return {"FINISHED"}
+
+
+def frame_fill(job, first_file: Path, render) -> float:
+    """The scale at which the camera frame inside a job's square images (as it
+    was letterboxed at job time) covers the render frame now, centred: the
+    frame fills it as the camera showed it, even after the render size changed."""
+    with open(first_file, "rb") as png:
+        side = struct.unpack(">I", png.read(24)[16:20])[0]  # the PNG header's width; the images are square
+    frame_w, frame_h = Placement(**json.loads(job.placement)).frame().extent
+    return max(render.resolution_x / (side * frame_w), render.resolution_y / (side * frame_h))
 
 
 def free_channels(strips, start: int, end: int) -> int:
@@ -328,10 +408,14 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_cla
 def register() -> None:
     _register_classes()
     bpy.app.handlers.load_post.append(interrupted_on_load)
+    bpy.app.handlers.undo_post.append(interrupted_by_undo)
+    bpy.app.handlers.redo_post.append(interrupted_by_undo)
     runtime.on_job_end.append(update_shot)
 
 
 def unregister() -> None:
     runtime.on_job_end.remove(update_shot)
+    bpy.app.handlers.redo_post.remove(interrupted_by_undo)
+    bpy.app.handlers.undo_post.remove(interrupted_by_undo)
     bpy.app.handlers.load_post.remove(interrupted_on_load)
     _unregister_classes()

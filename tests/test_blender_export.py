@@ -464,7 +464,7 @@ def test_image_card_covers_the_frame_the_camera_had_at_job_time(scene, tmp_path:
     camera.rotation_euler.z += 0.3
     bpy.context.view_layer.update()
     Image.new("L", (256, 256), 255).save(tmp_path / "seq_0001.png")
-    card = addon_module("importer").add_image_sequence("Card", tmp_path / "seq_0001.png", 1, 1, placement)
+    card = addon_module("importer").add_image_sequence("Card", tmp_path / "seq_0001.png", 1, 1, placement, scene)
     half = card.empty_display_size / 2
     corners = [(-half, half, 0.0), (half, half, 0.0), (half, -half, 0.0), (-half, -half, 0.0)]  # image TL, TR, BR, BL
     world = np.array([card.matrix_world @ Vector(c) for c in corners])

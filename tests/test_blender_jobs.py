@@ -6,6 +6,7 @@ Extend/Regenerate refusing cleanly when their data is gone, and the sidebar
 # ruff: noqa: F811  (the fixtures `addon` and `scene` are test_blender's, imported)
 
 import inspect
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -161,7 +162,8 @@ def test_extend_and_regenerate_report_what_is_gone(scene, addon, tmp_path: Path)
     job = scene.flipsketch.jobs[-1]
     assert job.state == "imported", job.message
     key, layer, sequence = job.key, ob.data.layers[job.variants[0].layer], bpy.data.objects[job.sequence_object]
-    assert Path(job.out_dir).parent == tmp_path / "flipsketch"
+    assert job.out_dir.startswith("//flipsketch/")  # relative to the .blend: the folder can move with it
+    assert addon_module("runtime").job_folder(job).parent == tmp_path / "flipsketch"
     image = sequence.data
     assert image.filepath.startswith("//flipsketch/")  # beside the .blend, and moves with it
     assert Path(bpy.path.abspath(image.filepath)).is_file()
@@ -198,6 +200,7 @@ def test_extend_and_regenerate_report_what_is_gone(scene, addon, tmp_path: Path)
     folder = Path(bpy.path.abspath(image.filepath)).parent
     folder.rename(folder.with_name("moved"))
     refused(extend_from_sequence, "The clip's image files are gone")
+    refused(regenerate, f"The image sequence '{sequence.name}' has lost its image or its files")
     folder.with_name("moved").rename(folder)
 
     sequence.data = None
@@ -214,8 +217,19 @@ def test_extend_and_regenerate_report_what_is_gone(scene, addon, tmp_path: Path)
     ob.name = "Sketch"
     refused(lambda: bpy.ops.flipsketch.regenerate(key="no-such-job"), "Only an imported animation")
     assert extend_from_layer() == {"FINISHED"}  # all back: it runs
+    running = jobs[-1].key
+    refused(extend_from_layer, f"Job {running} is still writing into the layer '{name}'")  # one at a time
+    refused(regenerate, f"Job {running} is still writing into the layer")
     pump_until_done()
     assert jobs[-1].state == "imported", jobs[-1].message
+
+    bpy.ops.wm.save_mainfile()
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    shutil.copytree(tmp_path, moved)  # the project folder moved (or copied to another machine)
+    bpy.ops.wm.open_mainfile(filepath=str(moved / "shot.blend"))
+    job = addon_module("runtime").find_job(key)
+    assert addon_module("runtime").best_sequence_folder(job).parent.parent == moved / "flipsketch"
+    assert (addon_module("runtime").best_sequence_folder(job) / "seq_0001.png").is_file()
 
 
 class Layout:
@@ -354,3 +368,46 @@ def test_every_visible_property_has_a_tooltip_without_stray_indentation(addon) -
                 missing.append(f"{cls.__name__}.{prop.identifier}")
     assert (missing, ragged) == ([], [])
     assert len(classes) > 20 and sum(len(inspect.get_annotations(cls)) for cls in classes) > 90
+
+
+def test_a_failed_regenerate_keeps_the_clip_a_card_goes_to_its_jobs_scene_and_undo_does_not_strand_a_row(
+    scene, addon
+) -> None:
+    add_camera()
+    ob = add_drawing(SQUARE)
+    scene.frame_set(1)
+    runtime = addon_module("runtime")
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    pump_until_done()
+    job = scene.flipsketch.jobs[-1]
+    key, layer, card = job.key, job.variants[0].layer, job.sequence_object
+    folder = Path(bpy.path.abspath(bpy.data.objects[card].data.filepath)).parent
+    before = {file.name: file.read_bytes() for file in folder.glob("seq_*.png")}
+    scene.flipsketch.seed = 7
+    assert bpy.ops.flipsketch.regenerate(key=key) == {"FINISHED"}
+    ob.data.layers[layer].name = "Renamed while it ran"
+    pump_until_done()
+    failed = scene.flipsketch.jobs[-1]
+    assert failed.state == "failed" and "no longer exists" in failed.message
+    assert {file.name: file.read_bytes() for file in folder.glob("seq_*.png")} == before  # the clip is untouched
+    ob.data.layers["Renamed while it ran"].name = layer
+
+    other = bpy.data.scenes.new("Other")
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    window = bpy.context.window_manager.windows[0]
+    window.scene = other  # the artist looks at another scene while the job runs
+    pump_until_done()
+    window.scene = scene
+    job = scene.flipsketch.jobs[-1]
+    assert job.state == "imported", job.message
+    assert [s.name for s in bpy.data.objects[job.sequence_object].users_scene] == [scene.name]
+
+    assert bpy.ops.flipsketch.animate() == {"FINISHED"}
+    key = scene.flipsketch.jobs[-1].key
+    bpy.ops.ed.undo_push(message="The artist draws while the job runs")
+    pump_until_done()
+    assert runtime.find_job(key).state == "imported"
+    bpy.ops.ed.undo()  # back to the drawing step: the row says 'running', but its thread is gone
+    job = runtime.find_job(key)
+    assert job.state == "failed" and job.message.startswith("Undone"), (job.state, job.message)
+    assert bpy.ops.flipsketch.remove_job(key=key) == {"FINISHED"}  # not stuck: it can go

@@ -224,6 +224,7 @@ def test_enabled_loras_go_with_every_job_and_regenerate_keeps_the_recorded_ones(
     key = _generated_job(scene, ob, recorded)
     assert bpy.ops.flipsketch.extend() == {"FINISHED"}
     assert sent[-1]["params"]["loras"] == sent_loras
+    scene.flipsketch.jobs[-1].state = "failed"  # the extension ended: the layer is free for a regeneration
     assert bpy.ops.flipsketch.regenerate(key=key) == {"FINISHED"}
     assert sent[-1]["params"]["loras"] == recorded  # the segment's own LoRAs, not today's list
     assert "lambda" not in sent[-1]["params"]

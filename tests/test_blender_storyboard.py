@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import bpy
+import pytest
 from PIL import Image
 
 from .conftest import ROOT
@@ -79,5 +80,73 @@ def test_shots_fit_their_range_end_empty_and_the_animatic_fills_the_frame(scene)
     ]
     size = Image.open(next((Path(jobs["a"].out_dir) / "sequence").glob("seq_*.png"))).size[0]
     for strip in images:  # the square covers the 1280 px width: the camera's 720 rows are its centre
-        assert strip.transform.scale_x == strip.transform.scale_y == 1280 / size
+        assert strip.transform.scale_x == strip.transform.scale_y == pytest.approx(1280 / size, rel=1e-6)
         assert (strip.transform.offset_x, strip.transform.offset_y) == (0, 0)
+    scene.render.resolution_x, scene.render.resolution_y = 720, 1280  # portrait now: the 16:9 frame still fills it
+    assert bpy.ops.flipsketch.storyboard_to_sequencer() == {"FINISHED"}
+    newest = sorted((s for s in scene.sequence_editor.strips if s.type == "IMAGE"), key=lambda s: s.channel)[-1]
+    assert newest.transform.scale_x == pytest.approx(1280 / (size * 9 / 16), rel=1e-6)  # its 9/16 rows span 1280
+
+
+def test_shots_from_markers_again_keep_each_shots_job_and_settings_through_duplicated_moved_and_renamed_markers(
+    scene,
+) -> None:
+    scene.frame_end = 40
+    markers = [scene.timeline_markers.new(name, frame=frame) for name, frame in (("sh010", 1), ("sh010", 10))]
+    markers.append(scene.timeline_markers.new("sh020", frame=20))  # the second 'sh010': a Shift+D duplicate
+    assert bpy.ops.flipsketch.shots_from_markers() == {"FINISHED"}
+    shots = scene.flipsketch.shots
+    for shot, prompt, key in zip(shots, ("first", "second", "third"), ("k1", "k2", "k3"), strict=True):
+        shot.prompt, shot.job_key, shot.state = prompt, key, "done"
+    shots[0].seed, shots[1].frames = 5, 6
+    markers[1].name = "sh015"  # renamed
+    markers[2].frame = 25  # moved
+    scene.timeline_markers.new("new", frame=30)
+    assert bpy.ops.flipsketch.shots_from_markers() == {"FINISHED"}
+    got = [(s.name, s.frame_start, s.frame_end, s.prompt, s.job_key, s.state, s.seed, s.frames) for s in shots]
+    assert got == [
+        ("sh010", 1, 9, "first", "k1", "done", 5, 0),
+        ("sh015", 10, 24, "second", "k2", "done", -1, 6),
+        ("sh020", 25, 29, "third", "k3", "done", -1, 0),
+        ("new", 30, 40, "", "", "todo", -1, 0),
+    ]
+
+
+def test_a_redone_storyboard_hides_the_old_clips_and_a_shots_clip_extends_from_its_last_drawing(scene) -> None:
+    add_camera()
+    scene.frame_end = 20
+    for name, frame in (("a", 1), ("b", 11)):
+        scene.timeline_markers.new(name, frame=frame)
+    ob = add_drawing(SQUARE)
+    assert bpy.ops.flipsketch.shots_from_markers() == {"FINISHED"}
+    for shot in scene.flipsketch.shots:
+        shot.prompt = "the plus spins"
+    assert bpy.ops.flipsketch.animate_storyboard() == {"FINISHED"}
+    pump_until_done()
+    runtime = addon_module("runtime")
+    first = [runtime.find_job(shot.job_key) for shot in scene.flipsketch.shots]
+    old = [(job.layer_names()[0], job.sequence_object) for job in first]
+    assert bpy.ops.flipsketch.animate_storyboard(force=True) == {"FINISHED"}
+    pump_until_done()
+    shots = scene.flipsketch.shots
+    assert [s.state for s in shots] == ["done", "done"]
+    new = [runtime.find_job(shot.job_key) for shot in shots]
+    scene.frame_set(3)
+    for (layer, card), job in zip(old, new, strict=True):
+        assert ob.data.layers[layer].hide and bpy.data.objects[card].hide_viewport  # the old clip, hidden
+        assert bpy.data.objects[card].hide_render
+        assert not ob.data.layers[job.layer_names()[0]].hide  # the new one shows
+    assert not bpy.data.objects[new[0].sequence_object].hide_viewport
+
+    layer = ob.data.layers[new[0].layer_names()[0]]
+    assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7, 11]  # shot a: 4 drawings, then empty at 11
+    ob.data.layers.active = layer
+    assert bpy.ops.flipsketch.extend() == {"FINISHED"}  # from frame 7, the last drawing, not the empty key
+    key = scene.flipsketch.jobs[-1].key
+    pump_until_done()
+    assert runtime.find_job(key).state == "imported", runtime.find_job(key).message
+    extension = runtime.find_job(key)
+    assert (extension.frame, extension.first_key, extension.key_count) == (7, 9, 3)  # the join frame is not repeated
+    assert [f.frame_number for f in layer.frames] == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert addon_module("gpencil").read_strokes(layer, 15) is None  # the clip still ends empty
+    assert addon_module("gpencil").read_strokes(layer, 11) is not None  # a drawing where the empty key was
