@@ -54,7 +54,7 @@ def baseline_export(ob, frame_number: int, frame) -> list[dict]:
 
 
 def drawing(points: int, per_stroke: int):
-    """A GP object of `points` points in strokes of `per_stroke`, in front of the camera."""
+    """A GP object of `points` points in strokes of `per_stroke`, in front of the camera, inside its frame."""
     gpencil = addon_module("gpencil")
     ob = bpy.data.objects.new("Bench", gpencil.gp_collection().new("Bench"))
     bpy.context.scene.collection.objects.link(ob)
@@ -63,7 +63,7 @@ def drawing(points: int, per_stroke: int):
     rng = np.random.default_rng(0)
     strokes = []
     for _ in range(points // per_stroke):
-        start = rng.uniform(-3, 3, 3) * [1, 0, 1]
+        start = rng.uniform(-1, 1, 3) * [2.5, 0, 1.3]  # well inside the 16:9 camera frame
         strokes.append(start + np.cumsum(rng.normal(0, 0.02, (per_stroke, 3)) * [1, 0, 1], axis=0))
     gpencil.write_strokes(layer, 1, strokes, [np.full(per_stroke, 0.01)] * len(strokes))
     return ob
