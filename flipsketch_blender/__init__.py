@@ -9,7 +9,7 @@ preferences, the importer and the backend connection.
 
 from . import operators, panels, preferences, properties, runtime, storyboard, training
 
-_modules = (preferences, properties, operators, training, panels, storyboard)
+_modules = (preferences, properties, runtime, operators, training, panels, storyboard)
 
 
 def register() -> None:

@@ -5,6 +5,7 @@ with the job's metadata); existing layers and objects are never touched.
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -45,14 +46,15 @@ def publish_sequence(variant: dict, sequence: Path) -> None:
         shutil.move(file, sequence / file.name)
 
 
-def blend_relative(path: str) -> str:
-    """`path` as '//…', relative to the saved .blend, so that the .blend and its
-    results can move together; as it is when the file is not saved yet or the
-    path is on another drive."""
-    if not bpy.data.filepath:
+def blend_relative(path: str, blend: str = "") -> str:
+    """`path` as '//…', relative to the .blend at `blend` (default: the saved
+    file's), so that the .blend and its results can move together; as it is
+    when the file is not saved yet or the path is on another drive."""
+    blend = blend or bpy.data.filepath
+    if not blend:
         return path
     try:
-        return bpy.path.relpath(path)
+        return bpy.path.relpath(path, start=os.path.dirname(blend))
     except ValueError:  # another drive (Windows): no relative path exists
         return path
 

@@ -98,7 +98,12 @@ class FLIPSKETCH_PG_job(bpy.types.PropertyGroup):
     )
     eta: FloatProperty(name="Time left", default=-1, description="Seconds left (-1: not known yet)")
     backend_id: StringProperty(name="Backend job", description="The job's id on the backend")
-    out_dir: StringProperty(name="Output folder", subtype="DIR_PATH", description="Where the job's files are")
+    out_dir: StringProperty(
+        name="Output folder",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
+        description="Where the job's files are ('//': beside the .blend)",
+    )
     object_name: StringProperty(name="Object", description="The Grease Pencil object the job animates")
     camera_name: StringProperty(name="Camera", description="The camera the drawing was seen through")
     frame: IntProperty(name="Frame", description="Scene frame of the job's first drawing")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
+from bpy.app.handlers import persistent
 
 from . import backend, importer
 from .export import Placement
@@ -249,6 +250,17 @@ def best_sequence_folder(job) -> Path:
     return job_folder(job) / (job.variants[0].folder if job.variants else ".") / "sequence"
 
 
+@persistent
+def keep_job_folders(new_path: str, _data=None) -> None:
+    """Save As (a save_pre handler; bpy.data.filepath is still the old path):
+    Blender remaps the images' '//' paths to the new folder, but not the job
+    rows'; remap theirs the same way, so the job folders stay found."""
+    for scene in bpy.data.scenes:
+        for job in scene_settings(scene).jobs:
+            if job.out_dir.startswith("//") and bpy.data.filepath:
+                job.out_dir = importer.blend_relative(bpy.path.abspath(job.out_dir), new_path)
+
+
 def layer_in_use(object_name: str, layer: str) -> str | None:
     """The key of an active job that will write into `layer` of the object
     (an extension or a regenerated segment), or None."""
@@ -392,6 +404,14 @@ def pump() -> float:
 def ensure_pump() -> None:
     if not bpy.app.timers.is_registered(pump):
         bpy.app.timers.register(pump, first_interval=PUMP_INTERVAL_S, persistent=True)
+
+
+def register() -> None:
+    bpy.app.handlers.save_pre.append(keep_job_folders)
+
+
+def unregister() -> None:
+    bpy.app.handlers.save_pre.remove(keep_job_folders)
 
 
 def shutdown() -> None:

@@ -227,9 +227,13 @@ def test_extend_and_regenerate_report_what_is_gone(scene, addon, tmp_path: Path)
     moved = tmp_path.parent / f"{tmp_path.name}-moved"
     shutil.copytree(tmp_path, moved)  # the project folder moved (or copied to another machine)
     bpy.ops.wm.open_mainfile(filepath=str(moved / "shot.blend"))
-    job = addon_module("runtime").find_job(key)
-    assert addon_module("runtime").best_sequence_folder(job).parent.parent == moved / "flipsketch"
-    assert (addon_module("runtime").best_sequence_folder(job) / "seq_0001.png").is_file()
+    runtime = addon_module("runtime")
+    assert runtime.best_sequence_folder(runtime.find_job(key)).parent.parent == moved / "flipsketch"
+    assert (runtime.best_sequence_folder(runtime.find_job(key)) / "seq_0001.png").is_file()
+    (moved / "takes" / "two").mkdir(parents=True)
+    bpy.ops.wm.save_as_mainfile(filepath=str(moved / "takes" / "two" / "shot.blend"))  # Save As, two folders down
+    assert runtime.find_job(key).out_dir.startswith("//../../flipsketch/")  # remapped as Blender remaps images
+    assert (runtime.best_sequence_folder(runtime.find_job(key)) / "seq_0001.png").is_file()
 
 
 class Layout:
