@@ -30,36 +30,7 @@ def shot_ranges(scene) -> list[tuple[str, int, int]]:
     return [(m.name, m.frame, end) for m, end in zip(markers, ends, strict=True)]
 
 
-class FLIPSKETCH_OT_shots_from_markers(bpy.types.Operator):
-    """Make one shot per timeline marker (marker to next marker), keeping prompts of existing shots"""
-
-    bl_idname = "flipsketch.shots_from_markers"
-    bl_label = "Shots from Markers"
-    bl_options = {"REGISTER", "UNDO"}
-
-    def execute(self, context):
-        scene, settings = context.scene, context.scene.flipsketch
-        ranges = shot_ranges(scene)
-        if not ranges:
-            self.report({"ERROR"}, "The timeline has no markers: add one marker at the start of each shot (M).")
-            return {"CANCELLED"}
-        old = [
-            {"name": s.name, "frame_start": s.frame_start, **{k: getattr(s, k) for k in KEPT}} for s in settings.shots
-        ]
-        ob = context.active_object
-        default_object = ob.name if ob is not None and ob.type == "GREASEPENCIL" else ""
-        settings.shots.clear()
-        for name, start, end in ranges:
-            values = _matching_shot(old, name, start) or {"object_name": default_object}
-            shot = settings.shots.add()
-            shot.name, shot.frame_start, shot.frame_end = name, start, end
-            for key in KEPT:
-                if key in values:
-                    setattr(shot, key, values[key])
-        return {"FINISHED"}
-
-
-KEPT = (
+KEPT = (  # what a shot keeps when Shots from Markers runs again
     "object_name",
     "prompt",
     "frames",
@@ -88,6 +59,35 @@ def _matching_shot(old: list[dict], name: str, start: int) -> dict | None:
             old.remove(found)
             return found
     return None
+
+
+class FLIPSKETCH_OT_shots_from_markers(bpy.types.Operator):
+    """Make one shot per timeline marker (marker to next marker), keeping prompts of existing shots"""
+
+    bl_idname = "flipsketch.shots_from_markers"
+    bl_label = "Shots from Markers"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene, settings = context.scene, context.scene.flipsketch
+        ranges = shot_ranges(scene)
+        if not ranges:
+            self.report({"ERROR"}, "The timeline has no markers: add one marker at the start of each shot (M).")
+            return {"CANCELLED"}
+        old = [
+            {"name": s.name, "frame_start": s.frame_start, **{k: getattr(s, k) for k in KEPT}} for s in settings.shots
+        ]
+        ob = context.active_object
+        default_object = ob.name if ob is not None and ob.type == "GREASEPENCIL" else ""
+        settings.shots.clear()
+        for name, start, end in ranges:
+            values = _matching_shot(old, name, start) or {"object_name": default_object}
+            shot = settings.shots.add()
+            shot.name, shot.frame_start, shot.frame_end = name, start, end
+            for key in KEPT:
+                if key in values:
+                    setattr(shot, key, values[key])
+        return {"FINISHED"}
 
 
 class FLIPSKETCH_OT_animate_storyboard(bpy.types.Operator):
