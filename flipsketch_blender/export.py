@@ -484,8 +484,9 @@ def export_drawing(
                 f"'{ob.name}' is hidden in the viewport at frame {frame_number} (its eye or monitor icon, or its "
                 "collection's). Show it to animate it."
             )
-        object_matrix = np.array(ob.evaluated_get(depsgraph).matrix_world).tolist()
-        evaluated = ob.evaluated_get(depsgraph).data
+        evaluated_object = ob.evaluated_get(depsgraph)
+        object_matrix = np.array(evaluated_object.matrix_world).tolist()
+        evaluated = evaluated_object.data
         layers = _layers_to_send(ob, evaluated, active_layer_only, only_layer)
         sent = _gather(ob, evaluated, layers, frame_number, depsgraph)
         covers = [(m.name, _read_layer(ob, m, frame_number, depsgraph, as_mask=True)) for m in sent.mask_layers]
